@@ -1,11 +1,25 @@
-"""Key maps and model construction for the decoder LLMs (LLaMA family, GPT-2)."""
+"""Decoder LLMs (LLaMA family, GPT-2) in and out: key maps, loading, import and export.
+
+Formats: a Hugging Face folder (config.json + safetensors or PyTorch bins, sharded or not), a GGUF
+file (dequantised), and our own checkpoint folder (`mats_jax.checkpoint`). A checkpoint keeps
+the source's HF config dict, so export writes back exactly what came in.
+"""
 
 from __future__ import annotations
 
+import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+
+from mats_jax import checkpoint
+from mats_jax.convert.gguf_io import read_gguf
+from mats_jax.convert.hf_io import read_hf_folder, write_hf_folder
+from mats_jax.tokenizer import load_tokenizer
 
 from mats_jax.convert.errors import ConversionError
 from mats_jax.convert.keymap import KeyMap, Rule, transpose
@@ -68,14 +82,96 @@ def build_model(family: str, hf_config: dict[str, Any], *, dtype=jnp.float32,
                      rngs=nnx.Rngs(seed))
 
 
-def from_torch_state(family: str, hf_config: dict[str, Any], tensors: dict, *, source: str,
-                     dtype=jnp.float32, param_dtype=jnp.float32) -> DecoderLM:
-    """Build a model and load a PyTorch state dict (HF names, numpy arrays) into it."""
-    model = build_model(family, hf_config, dtype=dtype, param_dtype=param_dtype)
+def torch_to_flax(family: str, hf_config: dict[str, Any], tensors: dict[str, np.ndarray],
+                  source: str) -> dict[str, np.ndarray]:
+    """HF-named tensors -> flat Flax params (a tied LM head is dropped: it is the embedding)."""
     if hf_config.get("tie_word_embeddings", family == "gpt2"):
         tensors = {k: v for k, v in tensors.items() if k != "lm_head.weight"}
+    return FAMILIES[family][2].to_flax(tensors, source)
+
+
+def build_loaded(family: str, hf_config: dict[str, Any], params: dict[str, np.ndarray], *,
+                 source: str, dtype=jnp.float32, param_dtype=jnp.float32) -> DecoderLM:
+    """A model of `family` holding `params`; a missing, extra or misshapen key is an error."""
+    model = build_model(family, hf_config, dtype=dtype, param_dtype=param_dtype)
     try:
-        load_params(model, FAMILIES[family][2].to_flax(tensors, source), source)
+        load_params(model, params, source)
     except ValueError as e:
         raise ConversionError(str(e)) from None
     return model
+
+
+def from_torch_state(family: str, hf_config: dict[str, Any], tensors: dict[str, np.ndarray], *,
+                     source: str, **dtypes) -> DecoderLM:
+    """Build a model from a PyTorch state dict (HF names, numpy arrays)."""
+    return build_loaded(family, hf_config, torch_to_flax(family, hf_config, tensors, source),
+                        source=source, **dtypes)
+
+
+def read_source(path: str | Path) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+    """(family, HF config dict, flat Flax params) of a GGUF file, HF folder or mats_jax checkpoint."""
+    path = Path(path)
+    if not path.exists():
+        raise ConversionError(f"{path}: no such file or folder")
+    if (path / checkpoint.METADATA_FILE).is_file():
+        return checkpoint.load_model(path)
+    hf_config, tensors = read_gguf(path) if path.is_file() else read_hf_folder(path, dtype=None)
+    family = family_of(hf_config, str(path))
+    return family, hf_config, torch_to_flax(family, hf_config, tensors, str(path))
+
+
+def load_llm(path: str | Path, *, dtype=jnp.float32, param_dtype=jnp.float32) -> DecoderLM:
+    """A ready model from any supported source (see `read_source`)."""
+    family, hf_config, params = read_source(path)
+    return build_loaded(family, hf_config, params, source=str(path), dtype=dtype,
+                        param_dtype=param_dtype)
+
+
+def resize_vocab(params: dict[str, np.ndarray], vocab_size: int) -> dict[str, np.ndarray]:
+    """Grow the embedding (and untied LM head) to `vocab_size`, new rows = mean of the old ones.
+
+    Vicuna + "[PAD]" needs 32001 rows; the mean keeps the new token's logit unremarkable.
+    """
+    params = dict(params)
+    for key, axis in (("embed_tokens.embedding", 0), ("wte.embedding", 0), ("lm_head.kernel", 1)):
+        if key not in params:
+            continue
+        table = params[key]
+        extra = vocab_size - table.shape[axis]
+        if extra < 0:
+            raise ConversionError(f"cannot shrink {key} from {table.shape[axis]} to {vocab_size}")
+        mean = table.astype(np.float32).mean(axis=axis, keepdims=True).astype(table.dtype)
+        params[key] = np.concatenate([table, np.repeat(mean, extra, axis=axis)], axis=axis)
+    return params
+
+
+def import_llm(source: str | Path, out: str | Path, *, add_pad_token: str | None = None) -> None:
+    """HF folder or GGUF -> mats_jax checkpoint folder, with the tokenizer beside it if there is one."""
+    family, hf_config, params = read_source(source)
+    try:
+        tokenizer = load_tokenizer(source)
+    except ConversionError:
+        if add_pad_token:
+            raise
+        logging.warning("%s has no tokenizer files; the checkpoint will have none", source)
+        tokenizer = None
+    if add_pad_token:
+        tokenizer.add_special_tokens({"pad_token": add_pad_token})
+        hf_config = {**hf_config, "pad_token_id": tokenizer.pad_token_id}
+        if len(tokenizer) > hf_config["vocab_size"]:
+            params = resize_vocab(params, len(tokenizer))
+            hf_config = {**hf_config, "vocab_size": len(tokenizer)}
+    with tempfile.TemporaryDirectory() as tokenizer_dir:
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tokenizer_dir)
+        checkpoint.save_model(out, family, hf_config, params,
+                              tokenizer_dir=tokenizer_dir if tokenizer is not None else None)
+
+
+def export_llm(source: str | Path, out: str | Path) -> None:
+    """mats_jax checkpoint folder -> HF folder (config.json, safetensors, tokenizer files)."""
+    family, hf_config, params = checkpoint.load_model(source)
+    tensors = FAMILIES[family][2].to_torch(params)
+    tokenizer_dir = Path(source) / checkpoint.TOKENIZER_DIR
+    write_hf_folder(out, hf_config, tensors,
+                    tokenizer_dir=tokenizer_dir if tokenizer_dir.is_dir() else None)

@@ -1,0 +1,1 @@
+"""Converters between foreign checkpoint formats (HF, GGUF, PyTorch) and mats_jax."""

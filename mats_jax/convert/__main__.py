@@ -1,0 +1,45 @@
+"""python -m mats_jax.convert llm SOURCE OUT [--add-pad-token TOKEN]
+
+SOURCE a Hugging Face folder or a .gguf file -> OUT a mats_jax checkpoint folder;
+SOURCE a mats_jax checkpoint folder -> OUT a Hugging Face folder (safetensors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mats_jax import checkpoint
+from mats_jax.convert.errors import ConversionError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mats_jax.convert", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    llm = commands.add_parser("llm", help="a decoder LLM (LLaMA family, GPT-2)")
+    llm.add_argument("source", type=Path)
+    llm.add_argument("out", type=Path)
+    llm.add_argument("--add-pad-token", metavar="TOKEN",
+                     help='add a pad token and grow the vocabulary (Vicuna for MATS: "[PAD]")')
+    args = parser.parse_args(argv)
+
+    from mats_jax.convert import llm as convert_llm  # heavy imports after argument errors
+    try:
+        if (args.source / checkpoint.METADATA_FILE).is_file():
+            if args.add_pad_token:
+                parser.error("--add-pad-token applies when importing, not exporting")
+            convert_llm.export_llm(args.source, args.out)
+            print(f"wrote Hugging Face folder {args.out}")
+        else:
+            convert_llm.import_llm(args.source, args.out, add_pad_token=args.add_pad_token)
+            print(f"wrote mats_jax checkpoint {args.out}")
+    except ConversionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Logical axis names -> mesh axes, with one rules table.
+
+Modules only name their parameters' axes ("embed", "mlp", "vocab", ...). A rules table, which
+lives in the config, says which mesh axis (`data`, `fsdp`, `tensor`) each logical axis is split
+over; the same model then runs on one CPU, a GPU node or a TPU pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
+
+DEFAULT_RULES: Rules = (
+    ("batch", ("data", "fsdp")),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("q_heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("qkv", "tensor"),
+    ("mlp", "tensor"),
+    ("positions", None),
+)
+
+
+def partition_spec(axes: Sequence[str | None], rules: Rules = DEFAULT_RULES) -> PartitionSpec:
+    """PartitionSpec for one array's logical axes; a mesh axis is used at most once per array."""
+    table = dict(rules)
+    used: set[str] = set()
+    spec = []
+    for name in axes:
+        mesh_axes = table.get(name) if name is not None else None
+        names = (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes or ())
+        names = tuple(n for n in names if n not in used)
+        used.update(names)
+        spec.append(names[0] if len(names) == 1 else (names or None))
+    return PartitionSpec(*spec)
+
+
+def state_shardings(state: nnx.State, mesh: Mesh, rules: Rules = DEFAULT_RULES):
+    """NamedSharding for every variable of `state`; variables without axis names are replicated."""
+    def sharding(variable):
+        axes = variable.get_metadata().get("logical_axes") if isinstance(variable, nnx.Variable) else None
+        return NamedSharding(mesh, partition_spec(axes, rules) if axes else PartitionSpec())
+    return jax.tree.map(sharding, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
