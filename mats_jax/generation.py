@@ -3,7 +3,10 @@
 The whole decode runs in one jitted function per (model structure, config, shapes): prefill the
 KV cache with the prompt, then a `jax.lax.while_loop` that feeds one token per step and stops as
 soon as every row (or every beam-search batch entry) is done. There is no Python round trip per
-token, and a second call with the same shapes reuses the compiled program.
+token, and a second call with the same shapes reuses the compiled program. The model goes into
+`jax.jit` as a pytree (NNX modules are pytrees): jit's cache key is then the module's structure
+and static attributes plus the config, and flattening costs ~2 ms for a 30-layer model where
+`nnx.split` costs ~25 ms per call.
 
 Parity notes (why the code looks the way it does):
 - Logits processors run in Hugging Face's order: repetition penalty, no-repeat-n-gram, min length,
@@ -114,9 +117,7 @@ def generate(model: DecoderLM, *, tokens: jax.Array | np.ndarray | None = None,
         raise ValueError("the prompt must hold at least one position")
     mask = (jnp.ones(prompt.shape[:2], jnp.bool_) if attention_mask is None
             else jnp.asarray(attention_mask).astype(jnp.bool_))
-    # Dropout (e.g. LoRA's) off: the view shares the arrays and puts deterministic=True in the graphdef.
-    graphdef, state = nnx.split(nnx.view(model, deterministic=True, raise_if_not_found=False))
-    out, length = _generate(graphdef, state, prompt.astype(jnp.int32) if tokens is not None else None,
+    out, length = _generate(model, prompt.astype(jnp.int32) if tokens is not None else None,
                             prompt if embeddings is not None else None, mask,
                             None if not config.do_sample else rng, config=config)
     return np.asarray(out)[:, :int(length)]
@@ -215,12 +216,13 @@ def _is_eos(token: jax.Array, config: GenerationConfig) -> jax.Array:
 # The compiled program
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "config"))
-def _generate(graphdef: nnx.GraphDef, state: nnx.State, tokens: jax.Array | None,
-              embeddings: jax.Array | None, mask: jax.Array, rng: jax.Array | None, *,
-              config: GenerationConfig) -> tuple[jax.Array, jax.Array]:
-    """(new tokens [B, max_new], number of valid columns). jit caches on graphdef, config, shapes."""
-    model = nnx.merge(graphdef, state)
+@functools.partial(jax.jit, static_argnames=("config",))
+def _generate(model: DecoderLM, tokens: jax.Array | None, embeddings: jax.Array | None,
+              mask: jax.Array, rng: jax.Array | None, *, config: GenerationConfig
+              ) -> tuple[jax.Array, jax.Array]:
+    """(new tokens [B, max_new], number of valid columns)."""
+    # Dropout (LoRA's) off; `model` is this trace's own copy, so the caller's stays as it was.
+    model = nnx.view(model, deterministic=True, raise_if_not_found=False)
     batch, length = mask.shape
     key_mask = jnp.concatenate([mask, jnp.ones((batch, config.max_new_tokens), jnp.bool_)], axis=1)
     cache = model.init_cache(batch, length + config.max_new_tokens)

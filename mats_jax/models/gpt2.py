@@ -30,6 +30,10 @@ class GPT2Config:
     eos_token_id: int | None = 50256
     pad_token_id: int | None = None
 
+    @property
+    def context_length(self) -> int:
+        return self.n_positions
+
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> "GPT2Config":
         if hf.get("activation_function", "gelu_new") != "gelu_new":

@@ -39,6 +39,10 @@ class LlamaConfig:
     pad_token_id: int | None = None
 
     @property
+    def context_length(self) -> int:
+        return self.max_position_embeddings
+
+    @property
     def head_size(self) -> int:
         return self.head_dim or self.hidden_size // self.num_attention_heads
 
