@@ -56,6 +56,14 @@ class KeyMap:
     rules: tuple[Rule, ...]
     ignore: tuple[str, ...] = ()
 
+    def nest(self, flax_prefix: str) -> "KeyMap":
+        """The same map for a model held at `flax_prefix` inside a bigger one (e.g. "llm.")."""
+        rules = tuple(dataclasses.replace(r, flax=flax_prefix + r.flax) for r in self.rules)
+        return KeyMap(rules, self.ignore)
+
+    def __add__(self, other: "KeyMap") -> "KeyMap":
+        return KeyMap(self.rules + other.rules, self.ignore + other.ignore)
+
     def to_flax(self, tensors: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
         """Rename and transform; any torch key that no rule or ignore pattern covers is an error."""
         ignored = [_regex(p) for p in self.ignore]
