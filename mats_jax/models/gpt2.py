@@ -34,6 +34,10 @@ class GPT2Config:
     def context_length(self) -> int:
         return self.n_positions
 
+    @property
+    def hidden_size(self) -> int:
+        return self.n_embd
+
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> "GPT2Config":
         if hf.get("activation_function", "gelu_new") != "gelu_new":

@@ -1,0 +1,79 @@
+"""MATS: mapper + projector in front of a frozen LLM with LoRA, trained from CLAP text embeddings.
+
+The CLAP model is not part of this module: training reads cached CLAP *text* embeddings and
+inference computes CLAP *audio* embeddings (with Santa) outside, so this module sees only
+1024-d vectors. Trainable = `TRAINABLE` (mapper, projector, LoRA adapters); everything else in
+the LLM is frozen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mats_jax.losses import next_token_loss
+from mats_jax.models.decoder import DecoderLM
+from mats_jax.models.lora import add_lora
+from mats_jax.models.mapper import MapperConfig, Projector, build_mapper, l2_normalize
+from mats_jax.prompt import TrainingBatch
+
+TRAINABLE = nnx.Any(nnx.LoRAParam, nnx.All(nnx.Param, nnx.PathContains("mapper")),
+                    nnx.All(nnx.Param, nnx.PathContains("projector")))
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+    rank: int = 8
+    alpha: float = 32.0
+    dropout: float = 0.1
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+
+
+@dataclasses.dataclass(frozen=True)
+class MATSConfig:
+    mapper: MapperConfig = MapperConfig()
+    lora: LoraConfig = LoraConfig()
+    noise_variance: float = 0.015
+
+
+def inject_noise(embedding: jax.Array, variance: float, key: jax.Array) -> jax.Array:
+    """normalise, add N(0, variance·I), normalise again (the paper's text-to-audio gap bridge)."""
+    x = l2_normalize(embedding.astype(jnp.float32))
+    return l2_normalize(x + jnp.sqrt(variance) * jax.random.normal(key, x.shape))
+
+
+class MATS(nnx.Module):
+    def __init__(self, llm: DecoderLM, config: MATSConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.llm = llm
+        add_lora(llm, targets=config.lora.targets, rank=config.lora.rank, alpha=config.lora.alpha,
+                 dropout=config.lora.dropout, rngs=rngs)
+        self.mapper = build_mapper(config.mapper, rngs=rngs)
+        self.projector = Projector(config.mapper.dim, llm.config.hidden_size, rngs=rngs)
+
+    def prefix(self, clap_embedding: jax.Array) -> jax.Array:
+        """[B, clap_dim] -> LLM input embeddings [B, prefix_length, hidden]."""
+        return self.projector(self.mapper(clap_embedding)).astype(self.llm.dtype)
+
+    def sequence(self, prefix: jax.Array, head: jax.Array, tail: jax.Array) -> jax.Array:
+        """[head][prefix][tail] as embeddings; head [H] is shared by the batch."""
+        batch = prefix.shape[0]
+        head = jnp.broadcast_to(self.llm.embed(head)[None], (batch, head.shape[0], prefix.shape[-1]))
+        return jnp.concatenate([head, prefix, self.llm.embed(tail)], axis=1)
+
+    def loss(self, clap_embedding: jax.Array, batch: TrainingBatch, noise_key: jax.Array | None
+             ) -> tuple[jax.Array, jax.Array]:
+        """Next-token loss on answer + EOS; noise is injected when a key is given (training)."""
+        if noise_key is not None:
+            clap_embedding = inject_noise(clap_embedding, self.config.noise_variance, noise_key)
+        prefix = self.prefix(clap_embedding)
+        sequence = self.sequence(prefix, batch.head, batch.tail)
+        start = batch.head.shape[0] + prefix.shape[1]
+        mask = jnp.concatenate([jnp.ones((prefix.shape[0], start), bool), batch.tail_mask], axis=1)
+        hidden, _ = self.llm.hidden_states(embeddings=sequence, attention_mask=mask)
+        # position t predicts token t+1: the tail is predicted from one position earlier
+        logits = self.llm.logits(hidden[:, start - 1:-1])
+        return next_token_loss(logits, batch.tail, batch.loss_mask)
