@@ -1,0 +1,189 @@
+"""Reading a prepared corpus: per-host shards, per-source mixing, shuffling, checkpointable order.
+
+The pipeline is a grain ``MapDataset`` (random access by index), so the whole position of the
+stream is one integer: the iterator state saved with a checkpoint is tiny and restoring it
+replays exactly the batches that would have come next. For each source (of one split):
+
+1. **shard** -- host ``i`` of ``n`` takes records ``i, i+n, i+2n, ...``: the hosts' shards are
+   disjoint and together hold every record once;
+2. **shuffle** -- a global permutation of the host's shard, seeded by ``seed`` and the source
+   name (adding a source does not reorder the others), different in every epoch;
+3. **repeat** -- ``num_epochs`` passes, or forever (``None``).
+
+The sources are then interleaved by their normalised weights (grain's deterministic mixture:
+weights become integers, the smallest 100, and the interleaving repeats with that period, so
+ratios are exact to 1% over any few hundred records, not only on average), batched, decoded.
+With finite epochs the mixture ends when its first source runs out, as in grain; a single
+source gives exactly ``num_epochs`` passes, which is what evaluation wants. ``batch_size`` is
+per host. :func:`first_records` and :func:`all_records` read in stored order, unsharded (a
+fixed validation set; every text, to embed once).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import grain
+from array_record.python import array_record_module
+
+from mats_jax.data.records import MANIFEST, SCHEMA_VERSION, Record
+
+# grain's default (16 threads, 500 batches ahead) reads far past what a training step needs and
+# keeps decoding after an iterator is abandoned; 32 batches ahead keeps any step fed.
+READ_OPTIONS = grain.ReadOptions(num_threads=8, prefetch_buffer_size=32)
+
+
+def load_manifest(corpus_dir: str | Path) -> dict:
+    """The manifest of a prepared corpus; errors if it is missing or of another schema version."""
+    path = Path(corpus_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: prepare the corpus first (python -m mats_jax.data.prepare)")
+    manifest = json.loads(path.read_text())
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        found = manifest.get("schema_version")
+        raise ValueError(f"{path}: schema version {found}, this code reads {SCHEMA_VERSION}; prepare it again")
+    return manifest
+
+
+class CorpusIterator(grain.DatasetIterator):
+    """A grain iterator whose state also records the pipeline's configuration.
+
+    Restoring a state saved under another configuration (sources, weights, seed, batch size,
+    host count, corpus sizes, ...) would silently give a different order, so it is an error.
+    Being a ``grain.DatasetIterator``, it checkpoints with grain's orbax handler as is.
+    """
+
+    def __init__(self, parent: grain.DatasetIterator, config: dict[str, Any]):
+        super().__init__(parent)
+        self._config = json.loads(json.dumps(config))  # the form it takes after a JSON round trip
+
+    def __next__(self) -> Any:
+        return next(self._parent)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"position": self._parent.get_state(), "config": self._config}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if state.get("config") != self._config:
+            raise ValueError(
+                f"iterator state was saved with config {state.get('config')}, this pipeline is {self._config}"
+            )
+        self._parent.set_state(state["position"])
+
+
+def make_iterator(
+    corpus_dir: str | Path,
+    *,
+    sources: Mapping[str, float],
+    split: str,
+    batch_size: int,
+    seed: int,
+    process_index: int,
+    process_count: int,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    drop_remainder: bool = False,
+    batch_fn: Callable[[list[Record]], Any] = list,
+) -> CorpusIterator:
+    """An iterator of batches of Records of one split of a prepared corpus (see module doc).
+
+    Args:
+      corpus_dir: output of :mod:`mats_jax.data.prepare`.
+      sources: source name -> mixing weight (normalised; a weight of 0 leaves the source out).
+      split: e.g. ``train`` or ``val``.
+      batch_size: records per batch on this host.
+      seed: shuffle seed (0 <= seed < 2**32).
+      process_index, process_count: this host and the number of hosts (``jax.process_index()``,
+        ``jax.process_count()``), required so that no host reads another's data by accident.
+      shuffle: permute each source's shard (per epoch); off for evaluation.
+      num_epochs: passes over each source, or None for an endless stream.
+      drop_remainder: drop a last, short batch (finite epochs only).
+      batch_fn: turns each batch (a list of Records) into what the trainer consumes, e.g.
+        token arrays; runs in grain's reader threads.
+    """
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if any(w < 0 for w in sources.values()):
+        raise ValueError(f"negative mixing weight in {dict(sources)}")
+    weights = {name: float(w) for name, w in sources.items() if w > 0}
+    if not weights:
+        raise ValueError(f"no source with a positive weight in {dict(sources)}")
+    total = sum(weights.values())
+    weights = {name: w / total for name, w in sorted(weights.items())}
+
+    corpus_dir = Path(corpus_dir)
+    manifest = load_manifest(corpus_dir)
+    parts, counts = [], {}
+    for name in weights:
+        entry = manifest["sources"].get(name, {}).get(split)
+        if entry is None:
+            have = sorted(f"{s}/{sp}" for s, splits in manifest["sources"].items() for sp in splits)
+            raise KeyError(f"{corpus_dir} has no {name}/{split}; it has {', '.join(have)}")
+        counts[name] = entry["count"]
+        if entry["count"] < process_count:
+            raise ValueError(f"{name}/{split} has {entry['count']} records, fewer than the {process_count} hosts")
+        ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource([str(corpus_dir / entry["path"])]))
+        ds = ds[process_index::process_count]
+        if shuffle:
+            ds = ds.shuffle(seed=_source_seed(seed, name))
+        parts.append(ds.repeat(num_epochs))
+    ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, list(weights.values()))
+    ds = ds.batch(
+        batch_size, drop_remainder=drop_remainder, batch_fn=lambda raw: batch_fn([Record.from_json(r) for r in raw])
+    )
+    config = {
+        "sources": weights,
+        "counts": counts,
+        "split": split,
+        "batch_size": batch_size,
+        "seed": seed,
+        "shuffle": shuffle,
+        "num_epochs": num_epochs,
+        "drop_remainder": drop_remainder,
+        "process": [process_index, process_count],
+    }
+    return CorpusIterator(iter(ds.to_iter_dataset(READ_OPTIONS)), config)
+
+
+def first_records(corpus_dir: str | Path, *, source: str, split: str, count: int) -> list[Record]:
+    """The first ``count`` records of one source's split in stored order (all, if it has fewer).
+
+    Not sharded: every host gets the same list, a fixed validation set.
+    """
+    manifest = load_manifest(corpus_dir)
+    entry = manifest["sources"].get(source, {}).get(split)
+    if entry is None:
+        raise KeyError(f"{corpus_dir} has no {source}/{split}")
+    return list(_read(Path(corpus_dir) / entry["path"], stop=count))
+
+
+def all_records(corpus_dir: str | Path, manifest: dict | None = None) -> Iterator[Record]:
+    """Every record of every source and split, streamed in manifest order (e.g. to embed all texts once)."""
+    manifest = manifest or load_manifest(corpus_dir)
+    for splits in manifest["sources"].values():
+        for entry in splits.values():
+            yield from _read(Path(corpus_dir) / entry["path"])
+
+
+def _read(path: Path, stop: int | None = None, chunk: int = 10_000) -> Iterator[Record]:
+    """Records of one file in stored order, by sequential chunked reads (~100k records/s)."""
+    reader = array_record_module.ArrayRecordReader(str(path))
+    try:
+        end = reader.num_records() if stop is None else min(stop, reader.num_records())
+        for begin in range(0, end, chunk):
+            yield from (Record.from_json(raw) for raw in reader.read(begin, min(begin + chunk, end)))
+    finally:
+        reader.close()
+
+
+def _source_seed(seed: int, name: str) -> int:
+    """A per-source shuffle seed in [0, 2**32) from the pipeline seed and the source's name."""
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+    return (seed * 0x9E3779B1 + zlib.crc32(name.encode())) % 2**32
