@@ -1,7 +1,11 @@
-"""python -m mats_jax.convert llm SOURCE OUT [--add-pad-token TOKEN]
+"""python -m mats_jax.convert {llm,clap} ...
 
-SOURCE a Hugging Face folder or a .gguf file -> OUT a mats_jax checkpoint folder;
-SOURCE a mats_jax checkpoint folder -> OUT a Hugging Face folder (safetensors).
+llm SOURCE OUT [--add-pad-token TOKEN]
+    SOURCE a Hugging Face folder or a .gguf file -> OUT a mats_jax checkpoint folder;
+    SOURCE a mats_jax checkpoint folder -> OUT a Hugging Face folder (safetensors).
+clap --from msclap --source CLAP_weights_2023.pth --out DIR
+    a CLAP checkpoint -> OUT a mats_jax checkpoint folder (load it with
+    mats_jax.convert.clap.load_clap).
 """
 
 from __future__ import annotations
@@ -23,8 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     llm.add_argument("out", type=Path)
     llm.add_argument("--add-pad-token", metavar="TOKEN",
                      help='add a pad token and grow the vocabulary (Vicuna for MATS: "[PAD]")')
+    clap = commands.add_parser("clap", help="a CLAP model (msclap 2023)")
+    clap.add_argument("--from", dest="source_format", required=True, choices=CLAP_FORMATS,
+                      help="format of --source (msclap: CLAP_weights_2023.pth)")
+    clap.add_argument("--source", type=Path, required=True)
+    clap.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
+    if args.command == "clap":
+        return _convert_clap(args)
     from mats_jax.convert import llm as convert_llm  # heavy imports after argument errors
     try:
         if (args.source / checkpoint.METADATA_FILE).is_file():
@@ -38,6 +49,21 @@ def main(argv: list[str] | None = None) -> int:
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+# `--from` choices of the clap command; each names an importer in mats_jax.convert.clap.IMPORTERS
+CLAP_FORMATS = ("msclap",)
+
+
+def _convert_clap(args) -> int:
+    from mats_jax.convert import clap as convert_clap  # heavy imports after argument errors
+    try:
+        convert_clap.IMPORTERS[args.source_format](args.source, args.out)
+    except ConversionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote mats_jax checkpoint {args.out}")
     return 0
 
 

@@ -1,0 +1,283 @@
+"""CLAP checkpoints in: msclap's `CLAP_weights_{2023}.pth` -> a mats_jax checkpoint folder.
+
+The .pth is a dict whose "model" entry is the state dict of `msclap.models.clap.CLAP`. Every
+tensor maps to one of our parameters, except known buffers and unused modules, which are skipped:
+  - GPT-2 causal-mask buffers `h.*.attn.bias` / `h.*.attn.masked_bias` (in real checkpoints),
+  - HTSAT `relative_position_index` and shifted-window `attn_mask` (we rebuild both),
+  - `bn0.num_batches_tracked`,
+  - HTSAT `head` Linear(527, 527): built by msclap but never called with TSCAM on — not ported.
+Any other unexpected tensor, and any parameter the file lacks, is a one-line ConversionError
+naming the key and the file. Conv2d kernels OIHW become HWIO; the STFT Conv1d kernels
+(513, 1, 1024) become [1024, 513] matrices; torch Linear weights are transposed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from mats_jax import checkpoint
+from mats_jax.convert.errors import ConversionError
+from mats_jax.convert.keymap import KeyMap, Rule, identity, transpose
+from mats_jax.convert.llm import gpt2_keymap
+from mats_jax.models.clap import CLAP, ClapConfig
+from mats_jax.models.htsat import HTSAT, HTSATConfig
+from mats_jax.state import flat_params
+
+FAMILY_MSCLAP_2023 = "clap-msclap-2023"
+STATE_KINDS = (nnx.Param, nnx.BatchStat)  # what a CLAP checkpoint holds (bn0 statistics included)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout changes, one function per direction (the key map applies `transform` as given).
+
+def conv_to_flax(x: np.ndarray) -> np.ndarray:
+    """Conv2d kernel OIHW -> HWIO."""
+    return np.ascontiguousarray(x.transpose(2, 3, 1, 0))
+
+
+def conv_to_torch(x: np.ndarray) -> np.ndarray:
+    """HWIO -> OIHW."""
+    return np.ascontiguousarray(x.transpose(3, 2, 0, 1))
+
+
+def stft_to_flax(x: np.ndarray) -> np.ndarray:
+    """Conv1d(1 -> bins, kernel n_fft) weight [bins, 1, n_fft] -> matrix [n_fft, bins]."""
+    return np.ascontiguousarray(x[:, 0, :].T)
+
+
+def stft_to_torch(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.T[:, None, :])
+
+
+def _norm(torch_name: str, flax_name: str) -> list[tuple[str, str, Callable, Callable]]:
+    return [(f"{torch_name}.weight", f"{flax_name}.scale", identity, identity),
+            (f"{torch_name}.bias", f"{flax_name}.bias", identity, identity)]
+
+
+def _linear(torch_name: str, flax_name: str, bias: bool = True) -> list[tuple]:
+    rules = [(f"{torch_name}.weight", f"{flax_name}.kernel", transpose, transpose)]
+    if bias:
+        rules.append((f"{torch_name}.bias", f"{flax_name}.bias", identity, identity))
+    return rules
+
+
+def _msclap_htsat_rules(src: str, dst: str) -> list[tuple]:
+    """msclap's HTSAT_Swin_Transformer (prefix `src`) -> our HTSAT (prefix `dst`), front end excluded."""
+    block, bdst = f"{src}layers.*.blocks.*.", f"{dst}layers.*.blocks.*."
+    down, ddst = f"{src}layers.*.downsample.", f"{dst}layers.*.downsample."
+    return [
+        (f"{src}bn0.weight", f"{dst}bn0.scale", identity, identity),
+        (f"{src}bn0.bias", f"{dst}bn0.bias", identity, identity),
+        (f"{src}bn0.running_mean", f"{dst}bn0.mean", identity, identity),
+        (f"{src}bn0.running_var", f"{dst}bn0.var", identity, identity),
+        (f"{src}patch_embed.proj.weight", f"{dst}patch_embed.kernel", conv_to_flax, conv_to_torch),
+        (f"{src}patch_embed.proj.bias", f"{dst}patch_embed.bias", identity, identity),
+        *_norm(f"{src}patch_embed.norm", f"{dst}patch_embed.norm"),
+        *_norm(f"{block}norm1", f"{bdst}norm1"),
+        *_linear(f"{block}attn.qkv", f"{bdst}attn.qkv"),
+        *_linear(f"{block}attn.proj", f"{bdst}attn.proj"),
+        (f"{block}attn.relative_position_bias_table", f"{bdst}attn.relative_position_bias_table",
+         identity, identity),
+        *_norm(f"{block}norm2", f"{bdst}norm2"),
+        *_linear(f"{block}mlp.fc1", f"{bdst}mlp.fc1"),
+        *_linear(f"{block}mlp.fc2", f"{bdst}mlp.fc2"),
+        *_norm(f"{down}norm", f"{ddst}norm"),
+        *_linear(f"{down}reduction", f"{ddst}reduction", bias=False),
+        *_norm(f"{src}norm", f"{dst}norm"),
+        (f"{src}tscam_conv.weight", f"{dst}tscam.kernel", conv_to_flax, conv_to_torch),
+        (f"{src}tscam_conv.bias", f"{dst}tscam.bias", identity, identity),
+    ]
+
+
+def msclap_htsat_ignore(src: str) -> tuple[str, ...]:
+    return (f"{src}layers.*.blocks.*.attn.relative_position_index", f"{src}layers.*.blocks.*.attn_mask",
+            f"{src}bn0.num_batches_tracked", f"{src}head.weight", f"{src}head.bias")
+
+
+def _keymap(rules: list[tuple], ignore: tuple[str, ...], export: bool) -> KeyMap:
+    return KeyMap(tuple(Rule(t, f, to_torch if export else to_flax) for t, f, to_flax, to_torch in rules),
+                  ignore=ignore)
+
+
+def msclap_htsat_keymap(src: str = "", dst: str = "", *, export: bool = False) -> KeyMap:
+    """HTSAT alone (e.g. `msclap.models.htsat.HTSAT_Swin_Transformer`'s state dict); the
+    spectrogram/log-mel extractor tensors are skipped here (they belong to the front end)."""
+    ignore = msclap_htsat_ignore(src) + (f"{src}spectrogram_extractor.stft.conv_real.weight",
+                                         f"{src}spectrogram_extractor.stft.conv_imag.weight",
+                                         f"{src}logmel_extractor.melW")
+    return _keymap(_msclap_htsat_rules(src, dst), ignore, export)
+
+
+def msclap_keymap(*, export: bool = False) -> KeyMap:
+    """The whole msclap CLAP (2023 layout) <-> `mats_jax.models.clap.CLAP`.
+
+    `export=True` gives the map whose transforms turn our arrays back into torch layouts (use
+    with `KeyMap.to_torch`); the default one imports (`KeyMap.to_flax`).
+    """
+    htsat = "audio_encoder.base.htsat."
+    rules = [
+        (f"{htsat}spectrogram_extractor.stft.conv_real.weight", "audio_frontend.stft_real",
+         stft_to_flax, stft_to_torch),
+        (f"{htsat}spectrogram_extractor.stft.conv_imag.weight", "audio_frontend.stft_imag",
+         stft_to_flax, stft_to_torch),
+        (f"{htsat}logmel_extractor.melW", "audio_frontend.mel_filters", identity, identity),
+        *_msclap_htsat_rules(htsat, "audio_encoder."),
+        ("logit_scale", "logit_scale", identity, identity),
+    ]
+    for tower, ours in (("audio_encoder", "audio_projection"), ("caption_encoder", "text_projection")):
+        rules += _linear(f"{tower}.projection.linear1", f"{ours}.linear1", bias=False)
+        rules += _linear(f"{tower}.projection.linear2", f"{ours}.linear2", bias=False)
+        rules += _norm(f"{tower}.projection.layer_norm", f"{ours}.layer_norm")
+    gpt2 = gpt2_keymap(prefix="caption_encoder.base.")  # GPT-2 rules are renames (no transforms)
+    rules += [(r.torch, f"text_encoder.{r.flax}", r.transform, r.transform) for r in gpt2.rules]
+    ignore = msclap_htsat_ignore(htsat) + tuple(p for p in gpt2.ignore if p.startswith("caption_encoder."))
+    return _keymap(rules, ignore, export)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _torch_name(keymap: KeyMap, flax_key: str) -> str:
+    for rule in keymap.rules:
+        name = rule.match(flax_key, to_flax=False)
+        if name is not None:
+            return name
+    return flax_key
+
+
+def abstract_model(config: ClapConfig, **dtypes) -> CLAP:
+    """A CLAP with shapes only (no memory, no random init)."""
+    return nnx.eval_shape(lambda: CLAP(config, rngs=nnx.Rngs(0), **dtypes))
+
+
+@functools.lru_cache(maxsize=8)
+def expected_shapes(config: ClapConfig) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in flat_params(abstract_model(config), STATE_KINDS).items()}
+
+
+def check_params(config: ClapConfig, params: Mapping[str, np.ndarray], source: str,
+                 keymap: KeyMap | None = None) -> None:
+    """Raise ConversionError naming the first missing, unexpected or misshapen tensor
+    (by its torch name when `keymap` is given)."""
+    expected = expected_shapes(config)
+    name = (lambda k: _torch_name(keymap, k)) if keymap is not None else (lambda k: k)
+    missing = sorted(set(expected) - set(params))
+    if missing:
+        raise ConversionError(f"{source}: missing key {name(missing[0])!r} ({len(missing)} missing)")
+    unexpected = sorted(set(params) - set(expected))
+    if unexpected:
+        raise ConversionError(f"{source}: unexpected key {name(unexpected[0])!r}")
+    for key, shape in expected.items():
+        if tuple(params[key].shape) != tuple(shape):
+            raise ConversionError(f"{source}: {name(key)!r} has shape {tuple(params[key].shape)}, "
+                                  f"expected {tuple(shape)}")
+
+
+def msclap_to_flax(tensors: Mapping[str, np.ndarray], config: ClapConfig = ClapConfig(), *,
+                   source: str = "state dict") -> dict[str, np.ndarray]:
+    """msclap state dict (numpy) -> our flat params, checked against `config`."""
+    keymap = msclap_keymap()
+    params = keymap.to_flax(tensors, source)
+    check_params(config, params, source, keymap)
+    return params
+
+
+def flax_to_msclap(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Our flat params -> msclap state dict (parameters and bn0 statistics; no buffers)."""
+    return msclap_keymap(export=True).to_torch(params)
+
+
+def fill_abstract(model: nnx.Module, params: Mapping[str, np.ndarray], source: str) -> nnx.Module:
+    """Give an `nnx.eval_shape` model real parameters and statistics (cast to each variable's
+    dtype); keys and shapes must match exactly."""
+    variables = flat_params(model, STATE_KINDS)
+    for problem, keys in (("missing", set(variables) - set(params)), ("unexpected", set(params) - set(variables))):
+        if keys:
+            raise ConversionError(f"{source}: {problem} parameter {min(keys)!r} ({len(keys)} {problem})")
+    for key, var in variables.items():
+        if tuple(params[key].shape) != tuple(var.shape):
+            raise ConversionError(f"{source}: {key} has shape {tuple(params[key].shape)}, "
+                                  f"model expects {tuple(var.shape)}")
+        var.set_value(jnp.asarray(params[key], dtype=var.dtype))
+    return model
+
+
+def build_clap(config: ClapConfig, params: Mapping[str, np.ndarray], *, source: str,
+               dtype=jnp.float32, param_dtype=jnp.float32) -> CLAP:
+    """A CLAP holding `params` (checked first); nothing is randomly initialised."""
+    check_params(config, params, source)
+    model = fill_abstract(abstract_model(config, dtype=dtype, param_dtype=param_dtype), params, source)
+    # eval_shape left the dropout RNG streams abstract: give them real ones
+    for projection in (model.audio_projection, model.text_projection):
+        projection.dropout = nnx.Dropout(config.projection_dropout, rngs=nnx.Rngs(0))
+    return model
+
+
+def htsat_from_msclap_state(tensors: Mapping[str, np.ndarray], config: HTSATConfig = HTSATConfig(), *,
+                            prefix: str = "audio_encoder.base.htsat.", source: str = "state dict",
+                            **dtypes) -> HTSAT:
+    """Our HTSAT from the tensors under `prefix` of an msclap state dict (front end skipped)."""
+    keymap = msclap_htsat_keymap(prefix)
+    params = keymap.to_flax({k: v for k, v in tensors.items() if k.startswith(prefix)}, source)
+    return fill_abstract(nnx.eval_shape(lambda: HTSAT(config, rngs=nnx.Rngs(0), **dtypes)), params, source)
+
+
+def from_msclap_state(tensors: Mapping[str, np.ndarray], config: ClapConfig = ClapConfig(), *,
+                      source: str = "state dict", **dtypes) -> CLAP:
+    """A ready CLAP from an msclap state dict (numpy arrays, e.g. `torch_state(reference)`)."""
+    return build_clap(config, msclap_to_flax(tensors, config, source=source), source=source, **dtypes)
+
+
+def read_msclap_pth(path: str | Path) -> dict[str, np.ndarray]:
+    """The "model" state dict of an msclap .pth, as float32 numpy arrays (weights_only load)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such file")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and torch errors alike
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConversionError(f"{path}: cannot be read by torch.load(weights_only=True): {first}") from None
+    if not isinstance(blob, Mapping) or "model" not in blob:
+        keys = sorted(blob)[:5] if isinstance(blob, Mapping) else type(blob).__name__
+        raise ConversionError(f"{path}: not an msclap checkpoint (no 'model' entry; found {keys})")
+    state = blob["model"]
+    out = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ConversionError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        value = value.detach().cpu()
+        if value.is_floating_point() and value.dtype != torch.float32:
+            value = value.float()
+        out[key] = value.numpy()
+    return out
+
+
+def import_msclap(pth_path: str | Path, out_dir: str | Path, config: ClapConfig = ClapConfig()) -> None:
+    """msclap `CLAP_weights_2023.pth` -> mats_jax checkpoint folder (family clap-msclap-2023)."""
+    tensors = read_msclap_pth(pth_path)
+    params = msclap_to_flax(tensors, config, source=str(pth_path))
+    checkpoint.save_model(out_dir, family=FAMILY_MSCLAP_2023, config=config.to_dict(), params=params)
+
+
+def load_clap(path: str | Path, *, dtype=jnp.float32, param_dtype=jnp.float32) -> CLAP:
+    """A ready CLAP from a mats_jax checkpoint folder written by `import_msclap`."""
+    family, config, params = checkpoint.load_model(path)
+    if not family.startswith("clap-"):
+        raise ConversionError(f"{path}: holds a {family!r} model, not a CLAP")
+    try:
+        clap_config = ClapConfig.from_dict(config)
+    except (TypeError, ValueError) as e:
+        raise ConversionError(f"{path}: bad CLAP config ({e})") from None
+    return build_clap(clap_config, params, source=str(path), dtype=dtype, param_dtype=param_dtype)
+
+
+IMPORTERS: dict[str, Callable[[Path, Path], None]] = {"msclap": import_msclap}
