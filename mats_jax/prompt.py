@@ -66,19 +66,19 @@ class PromptBuilder:
 
     def training_batch(self, instructions: Sequence[str], tags: Sequence[str],
                        answers: Sequence[str]) -> TrainingBatch:
-        """Answers longer than `max_answer_tokens` are cut (EOS kept); a tail longer than
-        `tail_length` is an error naming the example, so no target is silently dropped."""
+        """Answers are cut to `max_answer_tokens` and to what fits in `tail_length` (EOS kept);
+        a prompt that leaves no room for the EOS is an error naming the example."""
         n = len(instructions)
         tail = np.full((n, self.tail_length), self.pad, np.int32)
         tail_mask = np.zeros((n, self.tail_length), bool)
         loss_mask = np.zeros((n, self.tail_length), bool)
         for i, (instruction, tag, answer) in enumerate(zip(instructions, tags, answers)):
             prompt = self._ids(tail_text(instruction, tag))
-            target = self._ids(answer)[:self.max_answer_tokens] + [self.eos]
-            ids = prompt + target
-            if len(ids) > self.tail_length:
-                raise ValueError(f"example {i} needs {len(ids)} tail tokens > tail_length "
-                                 f"{self.tail_length}: {instruction!r} / {answer[:40]!r}")
+            room = min(self.max_answer_tokens, self.tail_length - len(prompt) - 1)
+            if room < 0:
+                raise ValueError(f"example {i}: the prompt alone takes {len(prompt)} tokens, "
+                                 f"tail_length is {self.tail_length}: {instruction!r}")
+            ids = prompt + self._ids(answer)[:room] + [self.eos]
             tail[i, :len(ids)] = ids
             tail_mask[i, :len(ids)] = True
             loss_mask[i, len(prompt):len(ids)] = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
+import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -47,3 +48,25 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules: Rules = DEFAULT_RULES):
         axes = variable.get_metadata().get("logical_axes") if isinstance(variable, nnx.Variable) else None
         return NamedSharding(mesh, partition_spec(axes, rules) if axes else PartitionSpec())
     return jax.tree.map(sharding, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def make_mesh(shape: dict[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A (data, fsdp, tensor) mesh; at most one axis may be -1 (all remaining devices)."""
+    devices = list(devices or jax.devices())
+    sizes = [int(shape[axis]) for axis in MESH_AXES]
+    if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+        raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))}: sizes must be positive, one may be -1")
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if -1 in sizes:
+        if len(devices) % known:
+            raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} does not divide the {len(devices)} devices")
+        sizes[sizes.index(-1)] = len(devices) // known
+    if int(np.prod(sizes)) != len(devices):
+        raise ValueError(f"mesh data×fsdp×tensor = {'×'.join(map(str, sizes))} = {int(np.prod(sizes))} "
+                         f"does not match the {len(devices)} devices")
+    # Auto axes: XLA propagates shardings from the inputs' and parameters' annotations.
+    return jax.make_mesh(tuple(sizes), MESH_AXES, devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))

@@ -40,8 +40,11 @@ def test_empty_tag_and_long_answers(tokenizer):
     batch = builder.training_batch(["Describe."], [""], ["one two three four five six seven eight"])
     target = batch.tail[0, batch.loss_mask[0]].tolist()
     assert target == ids(tokenizer, "one two three four five six seven eight")[:5] + [tokenizer.eos_token_id]
-    with pytest.raises(ValueError, match="example 0 needs"):
-        PromptBuilder(tokenizer, tail_length=8).training_batch(["Describe."], [""], ["a b c d e f g"])
+    short = PromptBuilder(tokenizer, tail_length=12).training_batch(["Describe."], [""], ["a b c d e f g h i j"])
+    prompt = ids(tokenizer, "</Speech> Describe.\nASSISTANT:")
+    assert short.tail[0].tolist() == prompt + ids(tokenizer, "a b c d e f g h i j")[:11 - len(prompt)] + [tokenizer.eos_token_id]
+    with pytest.raises(ValueError, match="example 0: the prompt alone"):
+        PromptBuilder(tokenizer, tail_length=8).training_batch(["Describe the following audio."], [""], ["a"])
 
 
 def test_inference_batch_is_left_padded(tokenizer):

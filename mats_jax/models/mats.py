@@ -18,7 +18,7 @@ from mats_jax.losses import next_token_loss
 from mats_jax.models.decoder import DecoderLM
 from mats_jax.models.lora import add_lora
 from mats_jax.models.mapper import MapperConfig, Projector, build_mapper, l2_normalize
-from mats_jax.prompt import TrainingBatch
+from mats_jax.prompt import InferenceBatch, TrainingBatch
 
 TRAINABLE = nnx.Any(nnx.LoRAParam, nnx.All(nnx.Param, nnx.PathContains("mapper")),
                     nnx.All(nnx.Param, nnx.PathContains("projector")))
@@ -77,3 +77,13 @@ class MATS(nnx.Module):
         # position t predicts token t+1: the tail is predicted from one position earlier
         logits = self.llm.logits(hidden[:, start - 1:-1])
         return next_token_loss(logits, batch.tail, batch.loss_mask)
+
+    def prompt_embeddings(self, clap_embedding: jax.Array, batch: InferenceBatch
+                          ) -> tuple[jax.Array, jax.Array]:
+        """(embeddings, attention mask) of a generation prompt; pads sit inside the tail, and
+        positions follow the mask, so the LLM sees each row as if it were left-padded."""
+        prefix = self.prefix(clap_embedding)
+        sequence = self.sequence(prefix, jnp.asarray(batch.head), jnp.asarray(batch.tail))
+        start = batch.head.shape[0] + prefix.shape[1]
+        mask = jnp.concatenate([jnp.ones((prefix.shape[0], start), bool), jnp.asarray(batch.tail_mask)], axis=1)
+        return sequence, mask

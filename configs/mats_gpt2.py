@@ -1,0 +1,20 @@
+"""MATS-GPT2: GPT-2 124M as the LLM (LoRA on its fused `c_attn`), MS-CLAP 2023, batch 128,
+peak LR 5e-5, 90k iterations (DESIGN §2.4); everything else as MATS-LLaMA.
+
+    python -m mats_jax.convert llm PATH/gpt2 ckpt/gpt2
+    python -m mats_jax.train --config=configs/mats_gpt2.py --workdir=workdirs/mats_gpt2 \
+        --config.llm.checkpoint=ckpt/gpt2 --config.clap.checkpoint=ckpt/clap --config.data.corpus=corpus/
+
+Expect: a few GPU-days on one A100-class GPU; captioning quality below MATS-LLaMA (paper, Table 5).
+"""
+
+from mats_jax.config_base import base
+
+
+def get_config():
+    c = base()
+    c.lora.update(targets=("c_attn",))
+    c.data.update(sources={"audiocaps": 1.0, "clotho": 1.0, "audioset": 1.0, "esc50": 0.2,
+                           "urbansound8k": 0.5, "clotho_aqa": 0.5, "wavcaps_soundbible": 0.3})
+    c.train.update(steps=90_000, batch_size=128, lr=5e-5)
+    return c

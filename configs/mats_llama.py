@@ -1,0 +1,25 @@
+"""MATS-LLaMA as in the paper: Vicuna-7B v1.5 (frozen, bf16, + [PAD]), LoRA r=8 α=32 on q/v,
+MS-CLAP 2023, a 40-token transformer mapper (8 layers, 8 heads, dim 1024), noise σ²=0.015,
+AdamW (0.9, 0.999), weight decay 0.05, peak LR 3e-5, 3000 warmup steps then cosine, batch 96,
+360k iterations (DESIGN §2.4).
+
+    python -m mats_jax.convert llm PATH/vicuna-7b-v1.5 ckpt/vicuna --add-pad-token "[PAD]"
+    python -m mats_jax.convert clap --from msclap --source CLAP_weights_2023.pth --out ckpt/clap
+    python -m mats_jax.data.prepare --sources audiocaps,clotho,audioset,esc50,... --data-root DATA --out corpus/
+    python -m mats_jax.train --config=configs/mats_llama.py --workdir=gs://BUCKET/mats_llama \
+        --config.llm.checkpoint=ckpt/vicuna --config.clap.checkpoint=ckpt/clap --config.data.corpus=corpus/
+
+Expect: the paper reports ~70 A100-hours (2×A100, 35 h); on a pod the batch is sharded over
+data×fsdp. The full AudioTIA-5M corpus is not public; the sources here are what can be rebuilt.
+"""
+
+from mats_jax.config_base import base
+
+
+def get_config():
+    c = base()
+    c.llm.update(dtype="bfloat16", param_dtype="bfloat16")
+    c.data.update(sources={"audiocaps": 1.0, "clotho": 1.0, "audioset": 1.0, "esc50": 0.2,
+                           "urbansound8k": 0.5, "clotho_aqa": 0.5, "wavcaps_soundbible": 0.3})
+    c.mesh.update(data=-1, fsdp=1, tensor=1)
+    return c

@@ -1,0 +1,48 @@
+"""Where training numbers go: TensorBoard, a metrics.jsonl beside it, and a progress bar.
+
+Only process 0 writes (every process computes the same global metrics).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+from tqdm import tqdm
+
+
+class MetricsWriter:
+    def __init__(self, workdir: Path, *, total_steps: int, initial_step: int):
+        self.active = jax.process_index() == 0
+        self.progress = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True,
+                             disable=not self.active)
+        if self.active:
+            from tensorboardX import SummaryWriter  # imported here: only process 0 writes
+            self.tensorboard = SummaryWriter(str(workdir / "tensorboard"))
+            self.jsonl = (workdir / "metrics.jsonl").open("a")
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if not self.active:
+            return
+        for name, value in values.items():
+            self.tensorboard.add_scalar(name, value, step)
+        self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
+        self.jsonl.flush()
+        shown = {k: f"{v:.4g}" for k, v in values.items() if k in ("train/loss", "val/loss", "train/tokens_per_s")}
+        self.progress.set_postfix(shown, refresh=False)
+
+    def text(self, step: int, tag: str, lines: list[str]) -> None:
+        if self.active:
+            self.tensorboard.add_text(tag, "\n\n".join(lines), step)
+            for line in lines:
+                self.progress.write(line)
+
+    def advance(self, steps: int = 1) -> None:
+        self.progress.update(steps)
+
+    def close(self) -> None:
+        self.progress.close()
+        if self.active:
+            self.tensorboard.close()
+            self.jsonl.close()

@@ -1,0 +1,217 @@
+"""Train MATS from text alone: `python -m mats_jax.train --config=configs/default.py --workdir=DIR`.
+
+Override any config value on the command line (`--config.train.lr=1e-4`); an unknown key, a mesh
+that does not fit the devices, a batch that the data axes cannot split, or a missing checkpoint
+path fails before any work. Restarting with the same --workdir resumes exactly where the last
+checkpoint left off (model, optimiser, data order); SIGTERM saves a checkpoint and exits.
+
+The trainer reads top to bottom: check the config, build the mesh, the model and the data, create
+or restore the state, then loop (step, log, evaluate, checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags
+from flax import nnx
+from ml_collections import config_flags
+
+from mats_jax import checkpointing, optim, text_embeddings, train_step
+from mats_jax.data import pipeline
+from mats_jax.generation import GenerationConfig, generate
+from mats_jax.metrics import MetricsWriter
+from mats_jax.model_setup import build_mats, clap_text_encoder, prepare_corpus
+from mats_jax.prompt import PromptBuilder
+from mats_jax.sharding import make_mesh, state_shardings
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<name>.py", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints, metrics and caches go here")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Everything that can be checked before loading anything."""
+    t = config.train
+    if t.batch_size % (t.grad_accum * jax.process_count()):
+        raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by train.grad_accum "
+                          f"{t.grad_accum} × {jax.process_count()} processes")
+    micro = t.batch_size // t.grad_accum
+    mesh = make_mesh(config.mesh)  # raises on a mesh that does not fit the devices
+    data_ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    if micro % data_ways:
+        raise ConfigError(f"micro-batch {micro} (train.batch_size / train.grad_accum) is not divisible "
+                          f"by the data axes data×fsdp = {data_ways}")
+    if config.eval.batch_size % data_ways:
+        raise ConfigError(f"eval.batch_size {config.eval.batch_size} is not divisible by data×fsdp = {data_ways}")
+    for name in ("llm.checkpoint", "clap.checkpoint", "data.corpus"):
+        value = config[name.split(".")[0]][name.split(".")[1]]
+        if value and not Path(value).exists():
+            raise ConfigError(f"{name}: {value} does not exist")
+    if not any(w > 0 for w in config.data.sources.values()):
+        raise ConfigError(f"data.sources {dict(config.data.sources)} has no positive weight")
+
+
+class StopOnSignal:
+    """Turns SIGTERM (preemption) into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM: saving a checkpoint after this step, then stopping")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self.previous)
+
+
+def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
+    check_config(config)
+    workdir.mkdir(parents=True, exist_ok=True)
+    mesh = make_mesh(config.mesh)
+    rules = tuple(tuple(rule) for rule in config.sharding_rules)
+    t = config.train
+
+    # Model: frozen LLM (+ LoRA) and the trainable bridge; CLAP only embeds the corpus texts.
+    model, tokenizer = build_mats(config)
+    builder = PromptBuilder(tokenizer, tail_length=config.data.tail_length,
+                            max_answer_tokens=config.data.max_answer_tokens)
+
+    # Data: the prepared corpus, its CLAP text embeddings (cached), per-host iterators.
+    corpus_dir = prepare_corpus(config.data, workdir)
+    manifest = pipeline.load_manifest(corpus_dir)
+    embed, tokenize, clap_name = clap_text_encoder(config.clap)
+    all_texts = (record.text for record in pipeline.all_records(corpus_dir, manifest))
+    table = text_embeddings.build(workdir / "clap_text_embeddings" / clap_name, all_texts, embed,
+                                  tokenize, mesh=mesh)
+
+    def to_arrays(records):
+        batch = builder.training_batch([r.instruction for r in records], [r.tag for r in records],
+                                       [r.answer for r in records])
+        return batch, table.lookup([r.text for r in records])
+
+    hosts = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    micro_per_host = t.batch_size // t.grad_accum // jax.process_count()
+    train_data = pipeline.make_iterator(corpus_dir, sources=dict(config.data.sources), split="train",
+                                        batch_size=micro_per_host, seed=config.data.seed,
+                                        batch_fn=to_arrays, **hosts)
+    val_records = pipeline.first_records(corpus_dir, source=config.data.val_source, split="val",
+                                         count=config.eval.batches * config.eval.batch_size)
+
+    # State: trainable f32 parameters with AdamW, sharded by the logical-axis rules.
+    graphdef, trainable, rngs, frozen = train_step.split(model)
+    del model
+    schedule = optim.learning_rate(t.lr, t.warmup_steps, t.steps)
+    tx = optim.adamw(peak_lr=t.lr, warmup_steps=t.warmup_steps, total_steps=t.steps,
+                     weight_decay=t.weight_decay, b1=t.b1, b2=t.b2)
+    frozen_sharding = state_shardings(frozen, mesh, rules)
+    frozen = jax.device_put(frozen, frozen_sharding)
+    abstract = jax.eval_shape(lambda: train_step.init_state(trainable, rngs, tx))
+    state_sharding = train_step.state_sharding(abstract, mesh, rules)
+    state = jax.jit(lambda: train_step.init_state(trainable, rngs, tx), out_shardings=state_sharding)()
+
+    checkpoints = checkpointing.Checkpoints(workdir / "checkpoints", keep=t.keep_checkpoints)
+    start = checkpoints.latest_step() or 0
+    if start:
+        state = checkpoints.restore(start, state, train_data)
+        logging.info("resumed from step %d", start)
+
+    batch_sharding = train_step.batch_sharding(mesh)
+    step_fn = train_step.make_train_step(graphdef, tx, seed=t.seed, schedule=schedule,
+                                         state_sharding=state_sharding, frozen_sharding=frozen_sharding,
+                                         batch_sharding=batch_sharding, remat=t.remat)
+    eval_fn = train_step.make_eval_step(graphdef, state_sharding=state_sharding,
+                                        frozen_sharding=frozen_sharding, batch_sharding=batch_sharding)
+
+    def global_batch(micro_batches):
+        local = train_step.Batch.from_micro_batches([b for b, _ in micro_batches], [c for _, c in micro_batches])
+        return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)),
+                            local, batch_sharding)
+
+    val_batches = [global_batch([to_arrays(val_records[i:i + config.eval.batch_size])])
+                   for i in range(0, len(val_records), config.eval.batch_size)]
+
+    def evaluate(step: int) -> None:
+        total = count = 0.0
+        for batch in val_batches:
+            loss, n = eval_fn(state, frozen, batch)
+            total, count = total + float(loss), count + float(n)
+        writer.scalars(step, {"val/loss": total / max(count, 1.0)})
+        samples = val_records[:config.eval.samples]
+        if samples:
+            model = nnx.merge(graphdef, state.trainable, state.rngs, frozen)
+            prompt = builder.inference_batch([r.instruction for r in samples], [r.tag for r in samples])
+            embeddings, mask = model.prompt_embeddings(jnp.asarray(table.lookup([r.text for r in samples])), prompt)
+            new = generate(model.llm, embeddings=embeddings, attention_mask=mask,
+                           config=GenerationConfig(max_new_tokens=config.eval.max_new_tokens,
+                                                   eos_token_id=tokenizer.eos_token_id))
+            writer.text(step, "val/reconstructions", [
+                f"[step {step}] {r.answer!r} -> {tokenizer.decode(ids, skip_special_tokens=True)!r}"
+                for r, ids in zip(samples, new)])
+
+    writer = MetricsWriter(workdir, total_steps=t.steps, initial_step=start)
+    if start == 0:
+        evaluate(0)
+    first = global_batch([next(train_data) for _ in range(t.grad_accum)])
+    compile_start = time.perf_counter()
+    compiled = step_fn.lower(state, frozen, first).compile()
+    flops = (compiled.cost_analysis() or {}).get("flops", 0.0)
+    writer.scalars(start, {"perf/compile_s": time.perf_counter() - compile_start})
+
+    with StopOnSignal() as stop:
+        batch, last_time, last_step = first, time.perf_counter(), start
+        for step in range(start, t.steps):
+            state, metrics = compiled(state, frozen, batch)  # asynchronous: the host goes on
+            done = step + 1
+            writer.advance()
+            if done % t.log_every == 0 or done == t.steps:
+                metrics = {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()}
+                now = time.perf_counter()
+                seconds = (now - last_time) / (done - last_step)
+                last_time, last_step = now, done
+                metrics |= {"perf/step_s": seconds, "train/tokens_per_s": metrics["train/tokens"] / seconds}
+                if t.peak_flops_per_device:
+                    metrics["perf/mfu"] = flops / seconds / (t.peak_flops_per_device * jax.device_count())
+                writer.scalars(done, metrics)
+            if done % config.eval.every == 0 or done == t.steps:
+                evaluate(done)
+            if done % t.checkpoint_every == 0 or done == t.steps or stop.requested:
+                checkpoints.save(done, state, train_data)  # the iterator stands at batch done+1
+            if stop.requested:
+                break
+            if done < t.steps:
+                batch = global_batch([next(train_data) for _ in range(t.grad_accum)])
+    checkpoints.wait()
+    checkpoints.close()
+    writer.close()
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _WORKDIR.value is None:
+        raise app.UsageError("--workdir is required")
+    try:
+        train(_CONFIG.value, Path(_WORKDIR.value))
+    except ConfigError as e:
+        raise app.UsageError(str(e)) from None
+
+
+if __name__ == "__main__":
+    app.run(main)
