@@ -24,6 +24,7 @@ from mats_jax.embedded import smollm2_gguf_path
 from mats_jax.models.clap import CLAP, ClapConfig, embed_text_fn
 from mats_jax.models.mapper import MapperConfig
 from mats_jax.models.mats import MATS, LoraConfig, MATSConfig
+from mats_jax.state import create_jitted
 from mats_jax.tokenizer import load_tokenizer
 
 RANDOM_CLAP_WARNING = """
@@ -65,7 +66,7 @@ def clap_text_encoder(config: ml_collections.ConfigDict):
     else:
         print(RANDOM_CLAP_WARNING, file=sys.stderr)
         logging.warning("CLAP weights are random (seed %d)", config.seed)
-        model = CLAP(ClapConfig(), rngs=nnx.Rngs(config.seed))
+        model = create_jitted(lambda: CLAP(ClapConfig(), rngs=nnx.Rngs(config.seed)))
         name = f"random-seed{config.seed}"
     embed = embed_text_fn(model)
 

@@ -93,7 +93,7 @@ def torch_to_flax(family: str, hf_config: dict[str, Any], tensors: dict[str, np.
 def build_loaded(family: str, hf_config: dict[str, Any], params: dict[str, np.ndarray], *,
                  source: str, dtype=jnp.float32, param_dtype=jnp.float32) -> DecoderLM:
     """A model of `family` holding `params`; a missing, extra or misshapen key is an error."""
-    model = build_model(family, hf_config, dtype=dtype, param_dtype=param_dtype)
+    model = nnx.eval_shape(lambda: build_model(family, hf_config, dtype=dtype, param_dtype=param_dtype))
     try:
         load_params(model, params, source)
     except ValueError as e:
