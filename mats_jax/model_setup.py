@@ -53,8 +53,15 @@ def build_mats(config: ml_collections.ConfigDict):
     return mats, load_tokenizer(source)
 
 
+def clap_cache_name(config: ml_collections.ConfigDict) -> str:
+    """Names the CLAP weights, so that embeddings from other weights are never reused."""
+    if config.checkpoint:
+        return f"{Path(config.checkpoint).name}-{_digest(Path(config.checkpoint))}"
+    return f"random-seed{config.seed}"
+
+
 def clap_text_encoder(config: ml_collections.ConfigDict):
-    """(embed: ids -> [B, dim], tokenize: texts -> ids [B, width], cache name) of the frozen CLAP.
+    """(embed: ids -> [B, dim], tokenize: texts -> ids [B, width]) of the frozen CLAP.
 
     `tokenize` trims the right padding to the longest text of the batch (rounded up to 32):
     with causal attention and right padding the pooled state never sees the pads, so the
@@ -62,12 +69,10 @@ def clap_text_encoder(config: ml_collections.ConfigDict):
     """
     if config.checkpoint:
         model = load_clap(config.checkpoint)
-        name = f"{Path(config.checkpoint).name}-{_digest(Path(config.checkpoint))}"
     else:
         print(RANDOM_CLAP_WARNING, file=sys.stderr)
         logging.warning("CLAP weights are random (seed %d)", config.seed)
         model = create_jitted(lambda: CLAP(ClapConfig(), rngs=nnx.Rngs(config.seed)))
-        name = f"random-seed{config.seed}"
     embed = embed_text_fn(model)
 
     def tokenize(texts: list[str]) -> np.ndarray:
@@ -75,7 +80,7 @@ def clap_text_encoder(config: ml_collections.ConfigDict):
         width = min(ids.shape[1], -(-int(mask.sum(1).max()) // 32) * 32)
         return ids[:, :width]
 
-    return embed, tokenize, name
+    return embed, tokenize
 
 
 def _digest(folder: Path) -> str:
@@ -85,7 +90,8 @@ def _digest(folder: Path) -> str:
 
 
 def prepare_corpus(config: ml_collections.ConfigDict, workdir: Path) -> Path:
-    """The prepared corpus folder: `data.corpus` if given, else the shipped corpus, prepared once."""
+    """The prepared corpus folder: `data.corpus` if given, else the shipped corpus, prepared once
+    into the workdir. Its CLAP text embeddings are cached beside it (`clap_text_embeddings/`)."""
     if config.corpus:
         return Path(config.corpus)
     out = workdir / "corpus"

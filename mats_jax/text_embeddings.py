@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 EmbedFn = Callable[[np.ndarray], jax.Array]
+Tokenize = Callable[[list[str]], np.ndarray]
 TEXTS, EMBEDDINGS = "texts.json", "embeddings.npy"
 BATCH_AXES = ("data", "fsdp")
 
@@ -46,12 +47,17 @@ class TextEmbeddings:
             raise KeyError(f"text not in the CLAP embedding table: {e.args[0][:80]!r}") from None
 
 
-def build(folder: str | Path, texts: Iterable[str], embed: EmbedFn, tokenize: Callable[[list[str]], np.ndarray],
+def build(folder: str | Path, texts: Iterable[str], encoder: Callable[[], tuple[EmbedFn, Tokenize]],
           *, mesh: Mesh, batch_size: int = 64, chunk_batches: int = 16) -> TextEmbeddings:
-    """Embed the unique `texts` into `folder` (resuming from finished chunks) and load the table."""
+    """Embed the unique `texts` into `folder` (resuming from finished chunks) and load the table.
+
+    `encoder()` gives (embed, tokenize); it is called only when something is left to embed, so a
+    cached table costs no CLAP at all.
+    """
     folder = Path(folder)
     if (folder / EMBEDDINGS).is_file():
         return TextEmbeddings.load(folder)
+    embed, tokenize = encoder()
     unique = sorted(set(texts))
     work = folder.with_name(folder.name + ".partial")
     work.mkdir(parents=True, exist_ok=True)

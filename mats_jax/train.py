@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from mats_jax import checkpointing, optim, text_embeddings, train_step
 from mats_jax.data import pipeline
 from mats_jax.generation import GenerationConfig, generate
 from mats_jax.metrics import MetricsWriter
-from mats_jax.model_setup import build_mats, clap_text_encoder, prepare_corpus
+from mats_jax.model_setup import build_mats, clap_cache_name, clap_text_encoder, prepare_corpus
 from mats_jax.prompt import PromptBuilder
 from mats_jax.sharding import make_mesh, state_shardings
 
@@ -48,7 +49,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by train.grad_accum "
                           f"{t.grad_accum} × {jax.process_count()} processes")
     micro = t.batch_size // t.grad_accum
-    mesh = make_mesh(config.mesh)  # raises on a mesh that does not fit the devices
+    try:
+        mesh = make_mesh(config.mesh)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     data_ways = mesh.shape["data"] * mesh.shape["fsdp"]
     if micro % data_ways:
         raise ConfigError(f"micro-batch {micro} (train.batch_size / train.grad_accum) is not divisible "
@@ -96,10 +100,9 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
     # Data: the prepared corpus, its CLAP text embeddings (cached), per-host iterators.
     corpus_dir = prepare_corpus(config.data, workdir)
     manifest = pipeline.load_manifest(corpus_dir)
-    embed, tokenize, clap_name = clap_text_encoder(config.clap)
     all_texts = (record.text for record in pipeline.all_records(corpus_dir, manifest))
-    table = text_embeddings.build(workdir / "clap_text_embeddings" / clap_name, all_texts, embed,
-                                  tokenize, mesh=mesh)
+    table = text_embeddings.build(corpus_dir / "clap_text_embeddings" / clap_cache_name(config.clap),
+                                  all_texts, lambda: clap_text_encoder(config.clap), mesh=mesh)
 
     def to_arrays(records):
         batch = builder.training_batch([r.instruction for r in records], [r.tag for r in records],
@@ -202,16 +205,31 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
     writer.close()
 
 
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, with a bad --config override reported in one line instead of a traceback."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(str(e))
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        fail(f"cannot apply the --config overrides: {type(e).__name__} {e} (unknown key or wrong type)")
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if _WORKDIR.value is None:
-        raise app.UsageError("--workdir is required")
+        fail(f"unexpected arguments: {argv[1:]}")
+    if _CONFIG.value is None or _WORKDIR.value is None:
+        fail("--config and --workdir are required")
     try:
         train(_CONFIG.value, Path(_WORKDIR.value))
     except ConfigError as e:
-        raise app.UsageError(str(e)) from None
+        fail(str(e))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -110,7 +110,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
         grads = jax.tree.map(lambda g: g * scale, grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
-        metrics = {"loss": total * scale, "tokens": count, "grad_norm": optax.global_norm(grads),
+        metrics = {"loss": total * scale, "tokens": count, "grad_norm": optax.tree.norm(grads),
                    "learning_rate": schedule(state.step)}
         return TrainState(state.step + 1, trainable, opt_state, rngs), metrics
 

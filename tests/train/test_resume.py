@@ -1,0 +1,85 @@
+"""`python -m mats_jax.train`: a run stopped by SIGTERM and restarted reproduces the uninterrupted
+run's losses exactly (data order included); bad configurations fail before any work."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mats_jax.data import prepare
+from mats_jax.data.rows import read_jsonl
+from tests.convert.test_llm_convert import tiny_llama_folder
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = 150
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resume")
+    llm = tiny_llama_folder(tmp / "llm")
+    train, val = tmp / "train.jsonl", tmp / "val.jsonl"
+    lines = (ROOT / "mats_jax" / "corpus" / "train.jsonl").read_text().splitlines()
+    train.write_text("\n".join(lines[:40] + lines[-20:]) + "\n")
+    val.write_text("\n".join((ROOT / "mats_jax" / "corpus" / "val.jsonl").read_text().splitlines()[:8]) + "\n")
+    prepare.prepare(tmp / "corpus", [("train", read_jsonl(train)), ("val", read_jsonl(val))])
+    return tmp, llm
+
+
+def command(workdir, llm, corpus, *extra):
+    return [sys.executable, "-m", "mats_jax.train", f"--config={ROOT / 'configs' / 'default.py'}",
+            f"--workdir={workdir}", f"--config.llm.checkpoint={llm}", f"--config.data.corpus={corpus}",
+            f"--config.train.steps={STEPS}", "--config.train.batch_size=4", "--config.train.log_every=1",
+            "--config.train.checkpoint_every=1000", "--config.eval.every=1000", "--config.eval.batches=1",
+            "--config.eval.batch_size=4", "--config.eval.samples=0", "--config.mapper.num_layers=1",
+            "--config.mapper.dim=32", *extra]
+
+
+def losses(workdir: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+
+@pytest.mark.slow
+def test_sigterm_then_restart_reproduces_the_uninterrupted_run(setup):
+    tmp, llm = setup
+    subprocess.run(command(tmp / "a", llm, tmp / "corpus"), check=True, capture_output=True, cwd=ROOT)
+    reference = losses(tmp / "a")
+    assert sorted(reference) == list(range(1, STEPS + 1))
+
+    run = subprocess.Popen(command(tmp / "b", llm, tmp / "corpus"), cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp / "b" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and len(losses(tmp / "b")) >= 5):
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=300) == 0
+    stopped = max(losses(tmp / "b"))
+    assert 5 <= stopped < STEPS, stopped
+    assert (tmp / "b" / "checkpoints" / str(stopped)).is_dir()
+
+    subprocess.run(command(tmp / "b", llm, tmp / "corpus"), check=True, capture_output=True, cwd=ROOT)
+    resumed = losses(tmp / "b")
+    assert sorted(resumed) == list(range(1, STEPS + 1))
+    for step in range(1, STEPS + 1):
+        assert resumed[step] == reference[step], (step, resumed[step], reference[step])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.train.lr_typo=1", "lr_typo"),
+    ("--config.mesh.data=3", "does not match the 1 devices"),
+    ("--config.train.grad_accum=3", "not divisible by train.grad_accum"),
+    ("--config.llm.checkpoint=/nonexistent/llm", "/nonexistent/llm does not exist"),
+])
+def test_bad_configuration_fails_before_any_work(tmp_path, override, message):
+    out = subprocess.run([sys.executable, "-m", "mats_jax.train", f"--config={ROOT / 'configs' / 'default.py'}",
+                          f"--workdir={tmp_path / 'w'}", override], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert out.returncode != 0 and message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "w").exists()
