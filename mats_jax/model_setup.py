@@ -53,6 +53,15 @@ def build_mats(config: ml_collections.ConfigDict):
     return mats, load_tokenizer(source)
 
 
+def load_clap_or_random(checkpoint: str | Path | None, *, seed: int = 0) -> CLAP:
+    """The converted CLAP at `checkpoint`, or msclap-2023 with random weights and a loud warning."""
+    if checkpoint:
+        return load_clap(checkpoint)
+    print(RANDOM_CLAP_WARNING, file=sys.stderr)
+    logging.warning("CLAP weights are random (seed %d)", seed)
+    return create_jitted(lambda: CLAP(ClapConfig(), rngs=nnx.Rngs(seed)))
+
+
 def clap_cache_name(config: ml_collections.ConfigDict) -> str:
     """Names the CLAP weights, so that embeddings from other weights are never reused."""
     if config.checkpoint:
@@ -67,13 +76,7 @@ def clap_text_encoder(config: ml_collections.ConfigDict):
     with causal attention and right padding the pooled state never sees the pads, so the
     embedding is exactly the 77-token one at a fraction of the cost.
     """
-    if config.checkpoint:
-        model = load_clap(config.checkpoint)
-    else:
-        print(RANDOM_CLAP_WARNING, file=sys.stderr)
-        logging.warning("CLAP weights are random (seed %d)", config.seed)
-        model = create_jitted(lambda: CLAP(ClapConfig(), rngs=nnx.Rngs(config.seed)))
-    embed = embed_text_fn(model)
+    embed = embed_text_fn(load_clap_or_random(config.checkpoint, seed=config.seed))
 
     def tokenize(texts: list[str]) -> np.ndarray:
         ids, mask = msclap_tokenize(texts, truncate=True)

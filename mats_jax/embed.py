@@ -1,0 +1,111 @@
+"""python -m mats_jax.embed: CLAP embeddings of audio files or captions, as .npy.
+
+    python -m mats_jax.embed --clap ckpt/clap --audio clips/ --out clips.npy
+    python -m mats_jax.embed --clap ckpt/clap --text captions.txt --out captions.npy
+
+Writes OUT (float32 [N, dim], as the encoder returns them: not normalised) and OUT's `.json`
+sidecar naming each row (file or caption) and each file that could not be read. A bad file is
+reported and skipped; the others are still embedded. Without --clap, CLAP weights are random
+(a loud warning says so). Audio is loaded as msclap does (see `mats_jax.audio`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m mats_jax.embed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clap", type=Path, help="a converted CLAP checkpoint folder")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--audio", type=Path, help="an audio file or a folder of them")
+    what.add_argument("--text", type=Path, help="a text file, one caption per line")
+    parser.add_argument("--out", type=Path, required=True, help="output .npy")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--crop", choices=("center", "random"), default="center",
+                        help="how clips longer than the model's duration are cut")
+    parser.add_argument("--seed", type=int, default=0, help="for --crop random")
+    return parser.parse_args(argv)
+
+
+def embed_audio(model, paths: list[Path], args) -> tuple[list[np.ndarray], list[str], dict[str, str]]:
+    from mats_jax.audio import load_batch
+    from mats_jax.models.clap import embed_audio_fn
+
+    embed = embed_audio_fn(model)
+    config = model.config
+    rows, names, errors = [], [], {}
+    rng = np.random.default_rng(args.seed)
+    for start in tqdm(range(0, len(paths), args.batch_size), desc="audio", unit="batch"):
+        batch = paths[start:start + args.batch_size]
+        clips, failed = load_batch(batch, sample_rate=config.sample_rate, duration=config.duration,
+                                   crop=args.crop, rng=rng)
+        errors.update(failed)
+        if len(clips):
+            rows.append(np.asarray(embed(clips)[0]))
+            names += [str(p) for p in batch if str(p) not in failed]
+    return rows, names, errors
+
+
+def embed_text(model, captions: list[str], args) -> tuple[list[np.ndarray], list[str], dict[str, str]]:
+    from mats_jax.clap_tokenizers import msclap_tokenize
+    from mats_jax.models.clap import embed_text_fn
+
+    embed = embed_text_fn(model)
+    rows = []
+    for start in tqdm(range(0, len(captions), args.batch_size), desc="text", unit="batch"):
+        ids, _ = msclap_tokenize(captions[start:start + args.batch_size], truncate=True)
+        rows.append(np.asarray(embed(ids)))
+    return rows, captions, {}
+
+
+def save(out: Path, rows: list[np.ndarray], names: list[str], errors: dict[str, str]) -> None:
+    """Write OUT and OUT.json atomically (temporary names, then rename)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
+    tmp = out.with_name(out.name + ".tmp.npy")
+    np.save(tmp, table)
+    sidecar = out.with_suffix(".json")
+    tmp_sidecar = sidecar.with_name(sidecar.name + ".tmp")
+    tmp_sidecar.write_text(json.dumps({"rows": names, "errors": errors}, indent=1))
+    os.replace(tmp, out)
+    os.replace(tmp_sidecar, sidecar)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from mats_jax.audio import AudioError, audio_files
+    from mats_jax.convert.errors import ConversionError
+    from mats_jax.model_setup import load_clap_or_random
+
+    try:
+        if args.audio is not None:
+            inputs = audio_files(args.audio)
+        else:
+            if not args.text.is_file():
+                raise FileNotFoundError(f"{args.text}: no such file")
+            inputs = [line.strip() for line in args.text.read_text().splitlines() if line.strip()]
+        if not inputs:
+            raise ValueError(f"{args.audio or args.text}: nothing to embed")
+        model = load_clap_or_random(args.clap)
+        rows, names, errors = (embed_audio if args.audio is not None else embed_text)(model, inputs, args)
+    except (AudioError, ConversionError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for path, message in errors.items():
+        print(f"skipped: {message}", file=sys.stderr)
+    save(args.out, rows, names, errors)
+    print(f"wrote {len(names)} embeddings to {args.out} ({len(errors)} skipped)")
+    return 0 if names else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
