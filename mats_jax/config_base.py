@@ -22,6 +22,8 @@ def base() -> ml_collections.ConfigDict:
                    weight_decay=0.05, b1=0.9, b2=0.999, seed=0, remat=False, log_every=50,
                    checkpoint_every=5000, keep_checkpoints=3, peak_flops_per_device=0.0)
     c.eval = dict(every=5000, batches=10, batch_size=16, samples=4, max_new_tokens=40)
+    c.santa = dict(bank_size=5000, clusters=100, iterations=10, seed=0, top_l=32, temperature=10.0,
+                   mix=0.7, variant="original")  # "paper": the normalised variant of the paper's formula
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
     c.sharding_rules = tuple(DEFAULT_RULES)
     return c

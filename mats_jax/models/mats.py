@@ -39,10 +39,15 @@ class MATSConfig:
     noise_variance: float = 0.015
 
 
-def inject_noise(embedding: jax.Array, variance: float, key: jax.Array) -> jax.Array:
-    """normalise, add N(0, variance·I), normalise again (the paper's text-to-audio gap bridge)."""
+def perturb(embedding: jax.Array, variance: float, noise: jax.Array) -> jax.Array:
+    """normalise, add √variance·noise (noise ~ N(0, I)), normalise again: the paper's bridge over
+    the gap between CLAP's text and audio regions (training, and Santa's retrieved texts)."""
     x = l2_normalize(embedding.astype(jnp.float32))
-    return l2_normalize(x + jnp.sqrt(variance) * jax.random.normal(key, x.shape))
+    return l2_normalize(x + jnp.sqrt(variance) * noise)
+
+
+def inject_noise(embedding: jax.Array, variance: float, key: jax.Array) -> jax.Array:
+    return perturb(embedding, variance, jax.random.normal(key, embedding.shape))
 
 
 class MATS(nnx.Module):

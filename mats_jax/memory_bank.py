@@ -1,0 +1,121 @@
+"""Build Santa's memory bank: `python -m mats_jax.memory_bank --config=configs/default.py --workdir=DIR`.
+
+Picks `santa.bank_size` texts (seeded, uniformly among the unique texts) from the train split of
+the sources the config trains on, looks up their CLAP text embeddings in the corpus's cached table
+(built exactly as the trainer builds it when missing, so the two share one cache), L2-normalises
+them, runs k-means (`santa.clusters`, `santa.iterations`) and saves the bank to DIR/memory_bank/.
+The bank must come from the same CLAP weights as the audio embeddings it will meet, which the
+cache name (`clap_cache_name`) guarantees.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from mats_jax import text_embeddings
+from mats_jax.data import pipeline
+from mats_jax.model_setup import clap_cache_name, clap_text_encoder, prepare_corpus
+from mats_jax.santa import build_bank
+from mats_jax.sharding import make_mesh
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<name>.py", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "the bank goes to WORKDIR/memory_bank")
+
+
+BANK_FOLDER = "memory_bank"  # inside the workdir
+
+
+class BankError(ValueError):
+    """Bad input for the bank, reported as one line before any clustering."""
+
+
+def training_texts(corpus_dir: Path, manifest: dict, sources: dict[str, float]) -> list[str]:
+    """The unique texts (sorted) of the train split of each source with a positive weight."""
+    texts = set()
+    for name in sorted(s for s, weight in sources.items() if weight > 0):
+        entry = manifest["sources"].get(name, {}).get("train")
+        if entry is None:
+            raise BankError(f"{corpus_dir} has no {name}/train split")
+        texts.update(r.text for r in pipeline.first_records(corpus_dir, source=name, split="train",
+                                                            count=entry["count"]))
+    return sorted(texts)
+
+
+def build(config: ml_collections.ConfigDict, workdir: Path) -> Path:
+    """Builds the bank into WORKDIR/memory_bank and returns that folder."""
+    s = config.santa.to_dict()
+    if config.data.corpus and not Path(config.data.corpus).exists():
+        raise BankError(f"data.corpus: {config.data.corpus} does not exist")
+    workdir.mkdir(parents=True, exist_ok=True)
+    corpus_dir = prepare_corpus(config.data, workdir)
+    try:
+        manifest = pipeline.load_manifest(corpus_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise BankError(str(e)) from None
+
+    texts = training_texts(corpus_dir, manifest, dict(config.data.sources))
+    size = min(s["bank_size"], len(texts))
+    if not 0 < s["clusters"] <= size:
+        raise BankError(f"santa.clusters {s['clusters']} must be in [1, {size}] (the bank's size)")
+    chosen = [texts[i] for i in np.sort(np.random.default_rng(s["seed"]).choice(len(texts), size, replace=False))]
+    logging.info("memory bank: %d of %d unique training texts of %s", size, len(texts), corpus_dir)
+
+    # the trainer's table (all splits), so both share one cache and CLAP runs only if it is missing
+    all_texts = (record.text for record in pipeline.all_records(corpus_dir, manifest))
+    table = text_embeddings.build(corpus_dir / "clap_text_embeddings" / clap_cache_name(config.clap),
+                                  all_texts, lambda: clap_text_encoder(config.clap),
+                                  mesh=make_mesh(config.mesh))
+    try:
+        embeddings = table.lookup(chosen)
+    except KeyError as e:
+        raise BankError(f"{e.args[0]}; the cached table is stale, delete it to rebuild") from None
+    start = time.perf_counter()
+    bank = build_bank(embeddings, s["clusters"], s["iterations"], jax.random.key(s["seed"]))
+    counts = np.asarray(bank.counts)
+    logging.info("k-means: %d clusters, %d iterations in %.2f s (compilation included); cluster sizes %d..%d, %d empty",
+                 s["clusters"], s["iterations"], time.perf_counter() - start, counts.min(), counts.max(),
+                 int((counts == 0).sum()))
+    out = workdir / BANK_FOLDER
+    bank.save(out, {"texts": chosen, "clap": clap_cache_name(config.clap), "corpus": str(corpus_dir),
+                    "santa": s})
+    logging.info("saved the memory bank to %s", out)
+    return out
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, with a bad --config override reported in one line instead of a traceback."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(str(e))
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        fail(f"cannot apply the --config overrides: {type(e).__name__} {e} (unknown key or wrong type)")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {argv[1:]}")
+    if _CONFIG.value is None or _WORKDIR.value is None:
+        fail("--config and --workdir are required")
+    try:
+        build(_CONFIG.value, Path(_WORKDIR.value))
+    except BankError as e:
+        fail(str(e))
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)
