@@ -14,6 +14,9 @@ Parity notes (why the code looks the way it does):
   greedy and sampling to raw logits.
 - They look at the prompt ids plus the generated ids; a prompt given as embeddings has no ids, so
   they see only generated tokens. Left-padding slots of a token prompt are not penalised.
+  (Batched HF 5.24 with an embeddings prompt also skips the first `padding` generated tokens in
+  the repetition penalty, because it drops that many leading input_ids; we do not copy that: a
+  row's output does not depend on its padding.)
 - "Length" for `min_length` is HF's `input_ids` length: the padded prompt length plus the tokens
   generated so far (for an embeddings prompt HF subtracts the prompt length from `min_length`,
   which is the same condition).
@@ -77,6 +80,8 @@ class GenerationConfig:
             raise ValueError(f"early_stopping must be True, False or 'never', not {self.early_stopping!r}")
         if self.do_sample and self.temperature <= 0:
             raise ValueError("temperature must be positive when sampling")
+        if self.do_sample and self.num_beams > 1:
+            raise NotImplementedError("beam sampling is not supported")
 
     @classmethod
     def paper(cls, *, eos_token_id: int | tuple[int, ...], pad_token_id: int | None = None
@@ -86,6 +91,11 @@ class GenerationConfig:
         return cls(max_new_tokens=200, min_length=1, num_beams=4, do_sample=False,
                    no_repeat_ngram_size=2, repetition_penalty=2.0, length_penalty=1.0,
                    eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+
+    @property
+    def fill_token(self) -> int:
+        """What greedy and sampling emit after a row ends (any id without EOS: no row ends)."""
+        return 0 if self.pad_token_id is None else self.pad_token_id
 
     @property
     def beam_fill_token(self) -> int:
@@ -189,7 +199,7 @@ class _Prompt(NamedTuple):
 
 
 def _process(scores: jax.Array, history: jax.Array, seen: jax.Array | None, step: jax.Array,
-             prompt: _Prompt, config: GenerationConfig, min_tokens_to_keep: int) -> jax.Array:
+             prompt: _Prompt, config: GenerationConfig) -> jax.Array:
     """Apply HF's logits processors for generation step `step` (tokens generated so far)."""
     if config.repetition_penalty != 1.0:
         scores = penalise_repeats(scores, seen, config.repetition_penalty)
@@ -198,11 +208,11 @@ def _process(scores: jax.Array, history: jax.Array, seen: jax.Array | None, step
                                scores.shape[-1])
         scores = jnp.where(banned, -jnp.inf, scores)
     if config.min_length > 0 and config.eos_token_id is not None:
-        eos = _token_mask(jnp.asarray([config.eos_token_id]), scores.shape[-1])
+        eos = jnp.isin(jnp.arange(scores.shape[-1]), jnp.asarray(config.eos_token_id))
         scores = jnp.where(eos & (prompt.length + step < config.min_length), -jnp.inf, scores)
     if config.do_sample:
         scores = warp(scores, temperature=config.temperature, top_k=config.top_k,
-                      top_p=config.top_p, min_tokens_to_keep=min_tokens_to_keep)
+                      top_p=config.top_p)
     return scores
 
 
@@ -234,8 +244,9 @@ def _generate(model: DecoderLM, tokens: jax.Array | None, embeddings: jax.Array 
     penalised = jnp.where(mask, tokens, -1) if tokens is not None else prompt_ids  # not the padding
     seen = _token_mask(penalised, logits.shape[-1]) if config.repetition_penalty != 1.0 else None
     prompt = _Prompt(key_mask, mask.sum(-1), length, prompt_ids.shape[1])
-    search = _beam_search if config.num_beams > 1 else _greedy_or_sample
-    return search(model, logits, cache, prompt_ids, seen, prompt, rng, config)
+    if config.num_beams > 1:
+        return _beam_search(model, logits, cache, prompt_ids, seen, prompt, config)
+    return _greedy_or_sample(model, logits, cache, prompt_ids, seen, prompt, rng, config)
 
 
 def _decode(model: DecoderLM, cache: KVCache, token: jax.Array, step: jax.Array, prompt: _Prompt
@@ -254,7 +265,8 @@ def _with_history(prompt_ids: jax.Array, fill: int, config: GenerationConfig) ->
 
 
 def _mark_seen(seen: jax.Array | None, token: jax.Array) -> jax.Array | None:
-    return None if seen is None else seen.at[jnp.arange(token.shape[0]), token].set(True)
+    """Add this step's token [N] to the repetition-penalty set [N, V] (a compare, not a scatter)."""
+    return None if seen is None else seen | (token[:, None] == jnp.arange(seen.shape[1]))
 
 
 class _Greedy(NamedTuple):
@@ -265,16 +277,18 @@ class _Greedy(NamedTuple):
     cache: KVCache
 
 
-def _greedy_or_sample(model, logits, cache, prompt_ids, seen, prompt, rng, config):
+def _greedy_or_sample(model: DecoderLM, logits: jax.Array, cache: KVCache, prompt_ids: jax.Array,
+                      seen: jax.Array | None, prompt: _Prompt, rng: jax.Array | None,
+                      config: GenerationConfig) -> tuple[jax.Array, jax.Array]:
     """HF's `_sample`: argmax or categorical per step; finished rows emit the pad id."""
 
     def choose(state: _Greedy, logits: jax.Array) -> _Greedy:
-        scores = _process(logits, state.history, state.seen, state.step, prompt, config, 1)
+        scores = _process(logits, state.history, state.seen, state.step, prompt, config)
         if config.do_sample:
             token = jax.random.categorical(jax.random.fold_in(rng, state.step), scores, axis=-1)
         else:
             token = jnp.argmax(scores, axis=-1)
-        token = jnp.where(state.unfinished, token, config.pad_token_id or 0).astype(jnp.int32)
+        token = jnp.where(state.unfinished, token, config.fill_token).astype(jnp.int32)
         history = jax.lax.dynamic_update_slice_in_dim(
             state.history, token[:, None], prompt.id_length + state.step, axis=1)
         return _Greedy(state.step + 1, history, _mark_seen(state.seen, token),
@@ -290,7 +304,7 @@ def _greedy_or_sample(model, logits, cache, prompt_ids, seen, prompt, rng, confi
         return (state.step < config.max_new_tokens) & jnp.any(state.unfinished)
 
     batch = logits.shape[0]
-    start = _Greedy(jnp.int32(0), _with_history(prompt_ids, config.pad_token_id or 0, config),
+    start = _Greedy(jnp.int32(0), _with_history(prompt_ids, config.fill_token, config),
                     seen, jnp.ones((batch,), jnp.bool_), cache)
     final = jax.lax.while_loop(running, body, choose(start, logits))
     return final.history[:, prompt.id_length:], final.step
@@ -311,7 +325,9 @@ class _Beams(NamedTuple):
     cache: KVCache
 
 
-def _beam_search(model, logits, cache, prompt_ids, seen, prompt, rng, config):
+def _beam_search(model: DecoderLM, logits: jax.Array, cache: KVCache, prompt_ids: jax.Array,
+                 seen: jax.Array | None, prompt: _Prompt, config: GenerationConfig
+                 ) -> tuple[jax.Array, jax.Array]:
     """HF's vectorised `_beam_search` (num_return_sequences=1)."""
     batch, vocab = logits.shape
     beams = config.num_beams
@@ -320,19 +336,16 @@ def _beam_search(model, logits, cache, prompt_ids, seen, prompt, rng, config):
     # HF divides float32 scores by a Python float (length ** penalty): precompute those divisors.
     divisor = jnp.asarray([float(n) ** config.length_penalty
                            for n in range(1, config.max_new_tokens + 1)], jnp.float32)
-    best_length = (lambda step: config.max_new_tokens) if (
-        config.early_stopping == "never" and config.length_penalty > 0) else (lambda step: step)
     prompt = prompt._replace(key_mask=jnp.repeat(prompt.key_mask, beams, 0),
                              n_real=jnp.repeat(prompt.n_real, beams, 0))
     offset = prompt.id_length
 
     def choose(state: _Beams, logits: jax.Array) -> _Beams:
         step = state.step
-        flat_running = state.running.reshape(batch * beams, -1)
-        log_probs = _process(jax.nn.log_softmax(logits, axis=-1), flat_running, state.seen, step,
-                             prompt, config, max(2, n_eos + 1))
+        log_probs = _process(jax.nn.log_softmax(logits, axis=-1), state.running.reshape(batch * beams, -1),
+                             state.seen, step, prompt, config)
         scores = (log_probs.reshape(batch, beams, vocab) + state.running_scores[..., None])
-        top_scores, top_index = _top_continuations(scores.reshape(batch, -1), keep, rng, step, config)
+        top_scores, top_index = jax.lax.top_k(scores.reshape(batch, -1), keep)
         parent, token = top_index // vocab, (top_index % vocab).astype(jnp.int32)
         candidates = jnp.take_along_axis(state.running, parent[..., None], axis=1)
         candidates = jax.lax.dynamic_update_slice_in_dim(candidates, token[..., None], offset + step, 2)
@@ -345,32 +358,14 @@ def _beam_search(model, logits, cache, prompt_ids, seen, prompt, rng, config):
         running_scores = jnp.take_along_axis(live_scores, order, axis=1)
         parents = (jnp.arange(batch)[:, None] * beams
                    + jnp.take_along_axis(parent, order, axis=1)).reshape(-1)
+        seen = None if state.seen is None else _mark_seen(
+            state.seen[parents], running[:, :, offset + step].reshape(-1))
 
-        # finished hypotheses: merge the stopping candidates among the top `beams`
-        stopped = hits & (jnp.arange(keep) < beams)
-        ended = top_scores / divisor[step]
-        if config.early_stopping is True:
-            ended = ended + jnp.all(state.is_finished, -1, keepdims=True).astype(jnp.float32) * NEG
-        ended = ended + (~state.improvable).astype(jnp.float32) * NEG
-        ended = ended + (~stopped).astype(jnp.float32) * NEG
-        merged_scores = jnp.concatenate([state.finished_scores, ended], axis=1)
-        pick = jax.lax.top_k(merged_scores, beams)[1]
-        take = lambda a, b: jnp.take_along_axis(
-            jnp.concatenate([a, b], axis=1), pick.reshape(pick.shape + (1,) * (a.ndim - 2)), axis=1)
-        finished = take(state.finished, candidates)
-        finished_scores = jnp.take_along_axis(merged_scores, pick, axis=1)
-        finished_lengths = take(state.finished_lengths, jnp.full_like(token, step + 1))
-        is_finished = take(state.is_finished, stopped)
-
-        # HF's early-stopping heuristic, evaluated at the new length
-        bound = running_scores[:, :1] / divisor[best_length(step + 1) - 1]
-        worst = jnp.where(is_finished, jnp.min(finished_scores, 1, keepdims=True), NEG)
-        improvable = state.improvable & jnp.any(bound > worst, -1, keepdims=True)
-        seen = state.seen
-        if seen is not None:
-            seen = _mark_seen(seen[parents], running[:, :, offset + step].reshape(-1))
-        return _Beams(step + 1, running, running_scores, finished, finished_scores, finished_lengths,
-                      is_finished, improvable, jnp.all(hits), parents, seen, state.cache)
+        state = _merge_finished(state, candidates, top_scores / divisor[step],
+                                hits & (jnp.arange(keep) < beams), config)
+        return state._replace(step=step + 1, running=running, running_scores=running_scores,
+                              improvable=_still_improvable(state, running_scores, step + 1, divisor, config),
+                              all_hit=jnp.all(hits), parents=parents, seen=seen)
 
     def body(state: _Beams) -> _Beams:
         last = jax.lax.dynamic_index_in_dim(state.running, offset + state.step - 1, 2, keepdims=False)
@@ -396,14 +391,38 @@ def _beam_search(model, logits, cache, prompt_ids, seen, prompt, rng, config):
     return final.finished[:, 0, offset:], jnp.max(final.finished_lengths[:, 0])
 
 
-def _top_continuations(scores: jax.Array, keep: int, rng: jax.Array | None, step: jax.Array,
-                       config: GenerationConfig) -> tuple[jax.Array, jax.Array]:
-    """Top `keep` of [B, K*V] accumulated scores, best first; sampled without replacement
-    (Gumbel top-k, the distribution of HF's multinomial) when sampling."""
-    if not config.do_sample:
-        return jax.lax.top_k(scores, keep)
-    noise = jax.random.gumbel(jax.random.fold_in(rng, step), scores.shape)
-    index = jax.lax.top_k(scores + noise, keep)[1]
-    picked = jnp.take_along_axis(scores, index, axis=1)
-    order = jnp.argsort(-picked, axis=1)
-    return jnp.take_along_axis(picked, order, axis=1), jnp.take_along_axis(index, order, axis=1)
+def _merge_finished(state: _Beams, candidates: jax.Array, normalised: jax.Array, stopped: jax.Array,
+                    config: GenerationConfig) -> _Beams:
+    """HF's `_update_finished_beams`: keep the best `num_beams` of the finished hypotheses and
+    the candidates that just stopped among the top `num_beams` (scores already length-normalised).
+
+    The -1e9 offsets are added one by one, as HF does, so float32 rounding ties break alike.
+    """
+    if config.early_stopping is True:
+        normalised = normalised + jnp.all(state.is_finished, -1, keepdims=True).astype(jnp.float32) * NEG
+    normalised = normalised + (~state.improvable).astype(jnp.float32) * NEG
+    normalised = normalised + (~stopped).astype(jnp.float32) * NEG
+    scores = jnp.concatenate([state.finished_scores, normalised], axis=1)
+    pick = jax.lax.top_k(scores, config.num_beams)[1]
+
+    def take(old: jax.Array, new: jax.Array) -> jax.Array:
+        index = pick.reshape(pick.shape + (1,) * (old.ndim - 2))
+        return jnp.take_along_axis(jnp.concatenate([old, new], axis=1), index, axis=1)
+
+    length = jnp.full(stopped.shape, state.step + 1, jnp.int32)
+    return state._replace(finished=take(state.finished, candidates),
+                          finished_scores=jnp.take_along_axis(scores, pick, axis=1),
+                          finished_lengths=take(state.finished_lengths, length),
+                          is_finished=take(state.is_finished, stopped))
+
+
+def _still_improvable(state: _Beams, running_scores: jax.Array, length: jax.Array,
+                      divisor: jax.Array, config: GenerationConfig) -> jax.Array:
+    """HF's `_check_early_stop_heuristic` at generated length `length`: can the best running
+    beam still beat the worst finished one? ("never" with a positive penalty assumes it could
+    grow to max_new_tokens.)"""
+    if config.early_stopping == "never" and config.length_penalty > 0:
+        length = config.max_new_tokens
+    bound = running_scores[:, :1] / divisor[length - 1]
+    worst = jnp.where(state.is_finished, jnp.min(state.finished_scores, 1, keepdims=True), NEG)
+    return state.improvable & jnp.any(bound > worst, -1, keepdims=True)
