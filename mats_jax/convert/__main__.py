@@ -3,8 +3,9 @@
 llm SOURCE OUT [--add-pad-token TOKEN]
     SOURCE a Hugging Face folder or a .gguf file -> OUT a mats_jax checkpoint folder;
     SOURCE a mats_jax checkpoint folder -> OUT a Hugging Face folder (safetensors).
-clap --from msclap --source CLAP_weights_2023.pth --out DIR
-    a CLAP checkpoint -> OUT a mats_jax checkpoint folder (load it with
+clap --from {msclap,hf} --source SOURCE --out DIR
+    a CLAP checkpoint (msclap: CLAP_weights_2023.pth; hf: a transformers ClapModel folder, i.e.
+    LAION-CLAP) -> OUT a mats_jax checkpoint folder (load it with
     mats_jax.convert.clap.load_clap).
 """
 
@@ -27,9 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     llm.add_argument("out", type=Path)
     llm.add_argument("--add-pad-token", metavar="TOKEN",
                      help='add a pad token and grow the vocabulary (Vicuna for MATS: "[PAD]")')
-    clap = commands.add_parser("clap", help="a CLAP model (msclap 2023)")
+    clap = commands.add_parser("clap", help="a CLAP model (msclap 2023, LAION-CLAP)")
     clap.add_argument("--from", dest="source_format", required=True, choices=CLAP_FORMATS,
-                      help="format of --source (msclap: CLAP_weights_2023.pth)")
+                      help="format of --source (msclap: CLAP_weights_2023.pth; hf: a transformers "
+                           "ClapModel folder)")
     clap.add_argument("--source", type=Path, required=True)
     clap.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # `--from` choices of the clap command; each names an importer in mats_jax.convert.clap.IMPORTERS
-CLAP_FORMATS = ("msclap",)
+CLAP_FORMATS = ("msclap", "hf")
 
 
 def _convert_clap(args) -> int:

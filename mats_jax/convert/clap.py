@@ -1,6 +1,7 @@
-"""CLAP checkpoints in: msclap's `CLAP_weights_{2023}.pth` -> a mats_jax checkpoint folder.
+"""CLAP checkpoints in: msclap's `CLAP_weights_{2023}.pth` or a transformers `ClapModel` folder
+(LAION-CLAP) -> a mats_jax checkpoint folder.
 
-The .pth is a dict whose "model" entry is the state dict of `msclap.models.clap.CLAP`. Every
+msclap (`--from msclap`): the .pth is a dict whose "model" entry is the state dict of `msclap.models.clap.CLAP`. Every
 tensor maps to one of our parameters, except known buffers and unused modules, which are skipped:
   - GPT-2 causal-mask buffers `h.*.attn.bias` / `h.*.attn.masked_bias` (in real checkpoints),
   - HTSAT `relative_position_index` and shifted-window `attn_mask` (we rebuild both),
@@ -9,11 +10,20 @@ tensor maps to one of our parameters, except known buffers and unused modules, w
 Any other unexpected tensor, and any parameter the file lacks, is a one-line ConversionError
 naming the key and the file. Conv2d kernels OIHW become HWIO; the STFT Conv1d kernels
 (513, 1, 1024) become [1024, 513] matrices; torch Linear weights are transposed.
+
+transformers `ClapModel` (`--from hf`, config.json + model.safetensors or pytorch_model.bin, and
+preprocessor_config.json if present): the Swin attention's separate query/key/value Linears are
+concatenated into our fused qkv (`Concat` rules); `batch_norm` is our `bn0`; the fused models'
+`mel_conv2d` and AFF block map to `patch_embed.mel_kernel` / `patch_embed.fusion`. Skipped
+buffers: `text_model.embeddings.position_ids` / `token_type_ids`, the Swin
+`relative_position_index`, every BatchNorm's `num_batches_tracked`. Everything else must map, and
+every parameter must be present (one-line ConversionError otherwise).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -23,19 +33,21 @@ from flax import nnx
 
 from mats_jax import checkpoint
 from mats_jax.convert.errors import ConversionError
-from mats_jax.convert.keymap import KeyMap, Rule, identity, transpose
+from mats_jax.convert.hf_io import read_hf_folder
+from mats_jax.convert.keymap import Concat, KeyMap, Rule, transpose
 from mats_jax.convert.llm import gpt2_keymap
 from mats_jax.models.clap import CLAP, ClapConfig
 from mats_jax.models.htsat import HTSAT, HTSATConfig
 from mats_jax.state import flat_params
 
 FAMILY_MSCLAP_2023 = "clap-msclap-2023"
+FAMILY_LAION = "clap-laion"
 STATE_KINDS = (nnx.Param, nnx.BatchStat)  # what a CLAP checkpoint holds (bn0 statistics included)
 
 
 
 # ---------------------------------------------------------------------------------------------
-# Layout changes, one function per direction (the key map applies `transform` as given).
+# Layout changes, one function per direction (a Rule's `transform` and `inverse`).
 
 def conv_to_flax(x: np.ndarray) -> np.ndarray:
     """Conv2d kernel OIHW -> HWIO."""
@@ -56,43 +68,55 @@ def stft_to_torch(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.T[:, None, :])
 
 
-def _norm(torch_name: str, flax_name: str) -> list[tuple[str, str, Callable, Callable]]:
-    return [(f"{torch_name}.weight", f"{flax_name}.scale", identity, identity),
-            (f"{torch_name}.bias", f"{flax_name}.bias", identity, identity)]
+def conv1x1_to_flax(x: np.ndarray) -> np.ndarray:
+    """Conv2d 1×1 weight [out, in, 1, 1] -> Linear kernel [in, out]."""
+    return np.ascontiguousarray(x[:, :, 0, 0].T)
 
 
-def _linear(torch_name: str, flax_name: str, bias: bool = True) -> list[tuple]:
-    rules = [(f"{torch_name}.weight", f"{flax_name}.kernel", transpose, transpose)]
+def conv1x1_to_torch(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.T[:, :, None, None])
+
+
+CONV = dict(transform=conv_to_flax, inverse=conv_to_torch)
+
+
+def _norm(torch_name: str, flax_name: str) -> list[Rule]:
+    return [Rule(f"{torch_name}.weight", f"{flax_name}.scale"), Rule(f"{torch_name}.bias", f"{flax_name}.bias")]
+
+
+def _batch_norm(torch_name: str, flax_name: str) -> list[Rule]:
+    return _norm(torch_name, flax_name) + [Rule(f"{torch_name}.running_mean", f"{flax_name}.mean"),
+                                           Rule(f"{torch_name}.running_var", f"{flax_name}.var")]
+
+
+def _linear(torch_name: str, flax_name: str, bias: bool = True) -> list[Rule]:
+    rules = [Rule(f"{torch_name}.weight", f"{flax_name}.kernel", transpose)]
     if bias:
-        rules.append((f"{torch_name}.bias", f"{flax_name}.bias", identity, identity))
+        rules.append(Rule(f"{torch_name}.bias", f"{flax_name}.bias"))
     return rules
 
 
-def _msclap_htsat_rules(src: str, dst: str) -> list[tuple]:
+def _msclap_htsat_rules(src: str, dst: str) -> list[Rule]:
     """msclap's HTSAT_Swin_Transformer (prefix `src`) -> our HTSAT (prefix `dst`), front end excluded."""
     block, bdst = f"{src}layers.*.blocks.*.", f"{dst}layers.*.blocks.*."
     down, ddst = f"{src}layers.*.downsample.", f"{dst}layers.*.downsample."
     return [
-        (f"{src}bn0.weight", f"{dst}bn0.scale", identity, identity),
-        (f"{src}bn0.bias", f"{dst}bn0.bias", identity, identity),
-        (f"{src}bn0.running_mean", f"{dst}bn0.mean", identity, identity),
-        (f"{src}bn0.running_var", f"{dst}bn0.var", identity, identity),
-        (f"{src}patch_embed.proj.weight", f"{dst}patch_embed.kernel", conv_to_flax, conv_to_torch),
-        (f"{src}patch_embed.proj.bias", f"{dst}patch_embed.bias", identity, identity),
+        *_batch_norm(f"{src}bn0", f"{dst}bn0"),
+        Rule(f"{src}patch_embed.proj.weight", f"{dst}patch_embed.kernel", **CONV),
+        Rule(f"{src}patch_embed.proj.bias", f"{dst}patch_embed.bias"),
         *_norm(f"{src}patch_embed.norm", f"{dst}patch_embed.norm"),
         *_norm(f"{block}norm1", f"{bdst}norm1"),
         *_linear(f"{block}attn.qkv", f"{bdst}attn.qkv"),
         *_linear(f"{block}attn.proj", f"{bdst}attn.proj"),
-        (f"{block}attn.relative_position_bias_table", f"{bdst}attn.relative_position_bias_table",
-         identity, identity),
+        Rule(f"{block}attn.relative_position_bias_table", f"{bdst}attn.relative_position_bias_table"),
         *_norm(f"{block}norm2", f"{bdst}norm2"),
         *_linear(f"{block}mlp.fc1", f"{bdst}mlp.fc1"),
         *_linear(f"{block}mlp.fc2", f"{bdst}mlp.fc2"),
         *_norm(f"{down}norm", f"{ddst}norm"),
         *_linear(f"{down}reduction", f"{ddst}reduction", bias=False),
         *_norm(f"{src}norm", f"{dst}norm"),
-        (f"{src}tscam_conv.weight", f"{dst}tscam.kernel", conv_to_flax, conv_to_torch),
-        (f"{src}tscam_conv.bias", f"{dst}tscam.bias", identity, identity),
+        Rule(f"{src}tscam_conv.weight", f"{dst}tscam.kernel", **CONV),
+        Rule(f"{src}tscam_conv.bias", f"{dst}tscam.bias"),
     ]
 
 
@@ -101,44 +125,105 @@ def msclap_htsat_ignore(src: str) -> tuple[str, ...]:
             f"{src}bn0.num_batches_tracked", f"{src}head.weight", f"{src}head.bias")
 
 
-def _keymap(rules: list[tuple], ignore: tuple[str, ...], export: bool) -> KeyMap:
-    return KeyMap(tuple(Rule(t, f, to_torch if export else to_flax) for t, f, to_flax, to_torch in rules),
-                  ignore=ignore)
-
-
-def msclap_htsat_keymap(src: str = "", dst: str = "", *, export: bool = False) -> KeyMap:
+def msclap_htsat_keymap(src: str = "", dst: str = "") -> KeyMap:
     """HTSAT alone (e.g. `msclap.models.htsat.HTSAT_Swin_Transformer`'s state dict); the
     spectrogram/log-mel extractor tensors are skipped here (they belong to the front end)."""
     ignore = msclap_htsat_ignore(src) + (f"{src}spectrogram_extractor.stft.conv_real.weight",
                                          f"{src}spectrogram_extractor.stft.conv_imag.weight",
                                          f"{src}logmel_extractor.melW")
-    return _keymap(_msclap_htsat_rules(src, dst), ignore, export)
+    return KeyMap(tuple(_msclap_htsat_rules(src, dst)), ignore=ignore)
 
 
-def msclap_keymap(*, export: bool = False) -> KeyMap:
-    """The whole msclap CLAP (2023 layout) <-> `mats_jax.models.clap.CLAP`.
-
-    `export=True` gives the map whose transforms turn our arrays back into torch layouts (use
-    with `KeyMap.to_torch`); the default one imports (`KeyMap.to_flax`).
-    """
+def msclap_keymap() -> KeyMap:
+    """The whole msclap CLAP (2023 layout) <-> `mats_jax.models.clap.CLAP` (both directions:
+    `to_flax` imports, `to_torch` exports)."""
     htsat = "audio_encoder.base.htsat."
+    stft = dict(transform=stft_to_flax, inverse=stft_to_torch)
     rules = [
-        (f"{htsat}spectrogram_extractor.stft.conv_real.weight", "audio_frontend.stft_real",
-         stft_to_flax, stft_to_torch),
-        (f"{htsat}spectrogram_extractor.stft.conv_imag.weight", "audio_frontend.stft_imag",
-         stft_to_flax, stft_to_torch),
-        (f"{htsat}logmel_extractor.melW", "audio_frontend.mel_filters", identity, identity),
+        Rule(f"{htsat}spectrogram_extractor.stft.conv_real.weight", "audio_frontend.stft_real", **stft),
+        Rule(f"{htsat}spectrogram_extractor.stft.conv_imag.weight", "audio_frontend.stft_imag", **stft),
+        Rule(f"{htsat}logmel_extractor.melW", "audio_frontend.mel_filters"),
         *_msclap_htsat_rules(htsat, "audio_encoder."),
-        ("logit_scale", "logit_scale", identity, identity),
+        Rule("logit_scale", "logit_scale"),
     ]
     for tower, ours in (("audio_encoder", "audio_projection"), ("caption_encoder", "text_projection")):
         rules += _linear(f"{tower}.projection.linear1", f"{ours}.linear1", bias=False)
         rules += _linear(f"{tower}.projection.linear2", f"{ours}.linear2", bias=False)
         rules += _norm(f"{tower}.projection.layer_norm", f"{ours}.layer_norm")
-    gpt2 = gpt2_keymap(prefix="caption_encoder.base.")  # GPT-2 rules are renames (no transforms)
-    rules += [(r.torch, f"text_encoder.{r.flax}", r.transform, r.transform) for r in gpt2.rules]
+    gpt2 = gpt2_keymap(prefix="caption_encoder.base.").nest("text_encoder.")
     ignore = msclap_htsat_ignore(htsat) + tuple(p for p in gpt2.ignore if p.startswith("caption_encoder."))
-    return _keymap(rules, ignore, export)
+    return KeyMap(tuple(rules) + gpt2.rules, ignore=ignore)
+
+
+def _hf_htsat_rules(src: str, dst: str) -> list[Rule | Concat]:
+    """transformers' ClapAudioEncoder (prefix `src`) -> our HTSAT (prefix `dst`)."""
+    block, bdst = f"{src}layers.*.blocks.*.", f"{dst}layers.*.blocks.*."
+    down, ddst = f"{src}layers.*.downsample.", f"{dst}layers.*.downsample."
+    qkv = [f"{block}attention.self.{name}" for name in ("query", "key", "value")]
+    fusion, fdst = f"{src}patch_embed.fusion_model.", f"{dst}patch_embed.fusion."
+    conv1x1 = dict(transform=conv1x1_to_flax, inverse=conv1x1_to_torch)
+    rules = [
+        *_batch_norm(f"{src}batch_norm", f"{dst}bn0"),
+        Rule(f"{src}patch_embed.proj.weight", f"{dst}patch_embed.kernel", **CONV),
+        Rule(f"{src}patch_embed.proj.bias", f"{dst}patch_embed.bias"),
+        *_norm(f"{src}patch_embed.norm", f"{dst}patch_embed.norm"),
+        *_norm(f"{block}layernorm_before", f"{bdst}norm1"),
+        Concat(tuple(f"{q}.weight" for q in qkv), f"{bdst}attn.qkv.kernel", transform=transpose),
+        Concat(tuple(f"{q}.bias" for q in qkv), f"{bdst}attn.qkv.bias"),
+        Rule(f"{block}attention.self.relative_position_bias_table", f"{bdst}attn.relative_position_bias_table"),
+        *_linear(f"{block}attention.output.dense", f"{bdst}attn.proj"),
+        *_norm(f"{block}layernorm_after", f"{bdst}norm2"),
+        *_linear(f"{block}intermediate.dense", f"{bdst}mlp.fc1"),
+        *_linear(f"{block}output.dense", f"{bdst}mlp.fc2"),
+        *_norm(f"{down}norm", f"{ddst}norm"),
+        *_linear(f"{down}reduction", f"{ddst}reduction", bias=False),
+        *_norm(f"{src}norm", f"{dst}norm"),
+        # fused models only
+        Rule(f"{src}patch_embed.mel_conv2d.weight", f"{dst}patch_embed.mel_kernel", **CONV),
+        Rule(f"{src}patch_embed.mel_conv2d.bias", f"{dst}patch_embed.mel_bias"),
+    ]
+    # nn.Sequential indices: local_att = conv, bn, relu, conv, bn; global_att = pool + the same
+    for branch, first in (("local_att", 0), ("global_att", 1)):
+        for offset, ours in ((0, "conv1"), (3, "conv2")):
+            torch_name, flax_name = f"{fusion}{branch}.{first + offset}", f"{fdst}{branch}.{ours}"
+            rules += [Rule(f"{torch_name}.weight", f"{flax_name}.kernel", **conv1x1),
+                      Rule(f"{torch_name}.bias", f"{flax_name}.bias")]
+        for offset, ours in ((1, "bn1"), (4, "bn2")):
+            rules += _batch_norm(f"{fusion}{branch}.{first + offset}", f"{fdst}{branch}.{ours}")
+    return rules
+
+
+def _hf_roberta_rules(src: str, dst: str) -> list[Rule]:
+    """transformers' ClapTextModel / RobertaModel (prefix `src`) -> our RoBERTa (prefix `dst`)."""
+    layer, ldst = f"{src}encoder.layer.*.", f"{dst}layers.*."
+    rules = [Rule(f"{src}embeddings.{name}.weight", f"{dst}{name}.embedding")
+             for name in ("word_embeddings", "position_embeddings", "token_type_embeddings")]
+    rules += _norm(f"{src}embeddings.LayerNorm", f"{dst}embeddings_norm")
+    for name in ("query", "key", "value"):
+        rules += _linear(f"{layer}attention.self.{name}", f"{ldst}attention.{name}")
+    rules += [*_linear(f"{layer}attention.output.dense", f"{ldst}attention.output"),
+              *_norm(f"{layer}attention.output.LayerNorm", f"{ldst}attention_norm"),
+              *_linear(f"{layer}intermediate.dense", f"{ldst}intermediate"),
+              *_linear(f"{layer}output.dense", f"{ldst}output"),
+              *_norm(f"{layer}output.LayerNorm", f"{ldst}output_norm"),
+              *_linear(f"{src}pooler.dense", f"{dst}pooler")]
+    return rules
+
+
+def hf_keymap() -> KeyMap:
+    """transformers `ClapModel` (fused or not) <-> `CLAP` of the LAION family, both directions."""
+    audio = "audio_model.audio_encoder."
+    rules = [*_hf_roberta_rules("text_model.", "text_encoder."),
+             *_hf_htsat_rules(audio, "audio_encoder."),
+             Rule("logit_scale_a", "logit_scale_a"), Rule("logit_scale_t", "logit_scale_t")]
+    for tower in ("audio_projection", "text_projection"):
+        rules += _linear(f"{tower}.linear1", f"{tower}.linear1") + _linear(f"{tower}.linear2", f"{tower}.linear2")
+    fusion = f"{audio}patch_embed.fusion_model."
+    ignore = ("text_model.embeddings.position_ids", "text_model.embeddings.token_type_ids",
+              f"{audio}layers.*.blocks.*.attention.self.relative_position_index",
+              f"{audio}batch_norm.num_batches_tracked",
+              f"{fusion}local_att.*.num_batches_tracked", f"{fusion}global_att.*.num_batches_tracked")
+    return KeyMap(tuple(rules), ignore=ignore)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,7 +275,21 @@ def msclap_to_flax(tensors: Mapping[str, np.ndarray], config: ClapConfig = ClapC
 
 def flax_to_msclap(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Our flat params -> msclap state dict (parameters and bn0 statistics; no buffers)."""
-    return msclap_keymap(export=True).to_torch(params)
+    return msclap_keymap().to_torch(params)
+
+
+def hf_to_flax(tensors: Mapping[str, np.ndarray], config: ClapConfig, *,
+               source: str = "state dict") -> dict[str, np.ndarray]:
+    """transformers `ClapModel` state dict (numpy) -> our flat params, checked against `config`."""
+    keymap = hf_keymap()
+    params = keymap.to_flax(tensors, source)
+    check_params(config, params, source, keymap)
+    return params
+
+
+def flax_to_hf(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Our flat LAION params -> transformers `ClapModel` state dict (no buffers)."""
+    return hf_keymap().to_torch(params)
 
 
 def fill_abstract(model: nnx.Module, params: Mapping[str, np.ndarray], source: str) -> nnx.Module:
@@ -215,7 +314,8 @@ def build_clap(config: ClapConfig, params: Mapping[str, np.ndarray], *, source: 
     model = fill_abstract(abstract_model(config, dtype=dtype, param_dtype=param_dtype), params, source)
     # eval_shape left the dropout RNG streams abstract: give them real ones
     for projection in (model.audio_projection, model.text_projection):
-        projection.dropout = nnx.Dropout(config.projection_dropout, rngs=nnx.Rngs(0))
+        if hasattr(projection, "dropout"):  # msclap's Projection (LAION's MLP has none)
+            projection.dropout = nnx.Dropout(config.projection_dropout, rngs=nnx.Rngs(0))
     return model
 
 
@@ -268,8 +368,38 @@ def import_msclap(pth_path: str | Path, out_dir: str | Path, config: ClapConfig 
     checkpoint.save_model(out_dir, family=FAMILY_MSCLAP_2023, config=config.to_dict(), params=params)
 
 
+def from_hf_state(tensors: Mapping[str, np.ndarray], config: ClapConfig, *, source: str = "state dict",
+                  **dtypes) -> CLAP:
+    """A ready LAION CLAP from a transformers `ClapModel` state dict (numpy arrays)."""
+    return build_clap(config, hf_to_flax(tensors, config, source=source), source=source, **dtypes)
+
+
+def read_hf_clap(folder: str | Path) -> tuple[ClapConfig, dict[str, np.ndarray]]:
+    """(our config, float32 tensors) of a transformers `ClapModel` folder."""
+    folder = Path(folder)
+    hf_config, tensors = read_hf_folder(folder)
+    preprocessor = None
+    if (folder / "preprocessor_config.json").is_file():
+        try:
+            preprocessor = json.loads((folder / "preprocessor_config.json").read_text())
+        except ValueError as e:
+            raise ConversionError(f"{folder / 'preprocessor_config.json'}: not readable JSON ({e})") from None
+    try:
+        config = ClapConfig.from_hf(hf_config, preprocessor)
+    except (TypeError, ValueError) as e:
+        raise ConversionError(f"{folder}: unsupported CLAP config ({e})") from None
+    return config, tensors
+
+
+def import_hf(folder: str | Path, out_dir: str | Path) -> None:
+    """transformers `ClapModel` folder (LAION-CLAP) -> mats_jax checkpoint folder (family clap-laion)."""
+    config, tensors = read_hf_clap(folder)
+    params = hf_to_flax(tensors, config, source=str(folder))
+    checkpoint.save_model(out_dir, family=FAMILY_LAION, config=config.to_dict(), params=params)
+
+
 def load_clap(path: str | Path, *, dtype=jnp.float32, param_dtype=jnp.float32) -> CLAP:
-    """A ready CLAP from a mats_jax checkpoint folder written by `import_msclap`."""
+    """A ready CLAP from a mats_jax checkpoint folder written by `import_msclap` or `import_hf`."""
     family, config, params = checkpoint.load_model(path)
     if not family.startswith("clap-"):
         raise ConversionError(f"{path}: holds a {family!r} model, not a CLAP")
@@ -280,4 +410,4 @@ def load_clap(path: str | Path, *, dtype=jnp.float32, param_dtype=jnp.float32) -
     return build_clap(clap_config, params, source=str(path), dtype=dtype, param_dtype=param_dtype)
 
 
-IMPORTERS: dict[str, Callable[[Path, Path], None]] = {"msclap": import_msclap}
+IMPORTERS: dict[str, Callable[[Path, Path], None]] = {"msclap": import_msclap, "hf": import_hf}

@@ -1,8 +1,9 @@
 """HTSAT (Swin-tiny over a log-mel "image"): the audio tower of CLAP.
 
-Input is a log-mel spectrogram [B, frames, mel_bins] (frames ≤ spec_size · freq_ratio); the front
-end that makes it lives elsewhere (`mats_jax.audio_frontend` for msclap; a feature extractor for
-LAION-CLAP), so this module serves both CLAP families. Steps:
+Input is a log-mel spectrogram [B, frames, mel_bins] (frames ≤ spec_size · freq_ratio), or
+[B, channels, frames, mel_bins]; the front end that makes it lives elsewhere
+(`mats_jax.audio_frontend` for msclap; `mats_jax.laion_features` for LAION-CLAP), so this module
+serves both CLAP families. Steps:
 
 1. `bn0`: eval-mode BatchNorm over the mel bins (running statistics are `nnx.BatchStat`).
 2. Bicubic resize of the time axis to spec_size · freq_ratio (1024) with torch's kernel
@@ -14,6 +15,15 @@ LAION-CLAP), so this module serves both CLAP families. Steps:
    attention, PatchMerging between stages, final LayerNorm.
 5. latent = mean of the final tokens; optional TSCAM head: AudioSet clipwise (and framewise)
    probabilities as msclap computes them.
+
+LAION's fused models (`fusion=True`, transformers' `enable_fusion`) take four channels: a
+global mel (the whole clip shrunk to 10 s) and three 10 s crops. The global channel goes through
+the patch embedding as above; for clips flagged `is_longer`, the crops go through `mel_conv`
+(kernel and stride 4×12, so each crop's 256 columns give 21 tokens; the three are laid side by
+side and zero-padded to 64) and are merged into the global tokens by attentional feature fusion
+(AFF: two 1×1-conv/BatchNorm/ReLU/1×1-conv/BatchNorm branches, one local and one on the
+spatial mean, w = sigmoid(local + global), out = 2·x·w + 2·crops·(1 - w)), before the patch
+LayerNorm. Other clips keep their global tokens.
 
 Activations are kept as [B, H, W, C] grids; windows are formed with reshapes and transposes
 (no gathers), and every window of every clip is attended in one batched einsum.
@@ -54,6 +64,8 @@ class HTSATConfig:
     batch_norm_eps: float = 1e-5
     tscam: bool = True  # the token-semantic head (AudioSet clipwise output); msclap has it
     num_classes: int = 527
+    fusion: bool = False  # LAION's feature fusion (4-channel input, mel_conv + AFF block)
+    fusion_reduction: int = 4  # AFF bottleneck: embed_dim // fusion_reduction channels
 
     @property
     def freq_ratio(self) -> int:
@@ -171,28 +183,85 @@ class BatchNorm(nnx.Module):
         return ((x32 - self.mean[...]) * inv + self.bias[...]).astype(x.dtype)
 
 
+def _strided_conv(image: jax.Array, kernel: jax.Array, bias: jax.Array, dtype) -> jax.Array:
+    """Conv2d with stride = kernel size and no padding (trailing rows/columns that do not fill
+    a patch are dropped, as torch does): image [B, H, W, C], kernel HWIO -> [B, H/kh, W/kw, O]."""
+    kh, kw, c, _ = kernel.shape
+    b, h, w, _ = image.shape
+    gh, gw = h // kh, w // kw
+    image = image[:, :gh * kh, :gw * kw]
+    patches = (image.reshape(b, gh, kh, gw, kw, c).transpose(0, 1, 3, 2, 4, 5)
+               .reshape(b, gh, gw, kh * kw * c))
+    return patches.astype(dtype) @ kernel.reshape(kh * kw * c, -1).astype(dtype) + bias.astype(dtype)
+
+
+class FusionBranch(nnx.Module):
+    """1×1 conv -> BatchNorm -> ReLU -> 1×1 conv -> BatchNorm (1×1 convs as [in, out] kernels)."""
+
+    def __init__(self, channels: int, inner: int, *, eps: float, dtype, param_dtype, rngs: nnx.Rngs):
+        kw = dict(use_bias=True, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.conv1 = Linear(channels, inner, axes=("embed", "fusion"), **kw)
+        self.bn1 = BatchNorm(inner, eps=eps, axis_name="fusion", param_dtype=param_dtype, rngs=rngs)
+        self.conv2 = Linear(inner, channels, axes=("fusion", "embed"), **kw)
+        self.bn2 = BatchNorm(channels, eps=eps, axis_name="embed", param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x):
+        return self.bn2(self.conv2(jax.nn.relu(self.bn1(self.conv1(x)))))
+
+
+class AttentionalFusion(nnx.Module):
+    """transformers' ClapAudioAFFBlock (2-D): w = sigmoid(local(x + r) + global(mean(x + r)));
+    out = 2·x·w + 2·r·(1 - w). Tensors are [B, H, W, C]."""
+
+    def __init__(self, channels: int, reduction: int, *, eps: float, dtype, param_dtype, rngs: nnx.Rngs):
+        kw = dict(eps=eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.local_att = FusionBranch(channels, channels // reduction, **kw)
+        self.global_att = FusionBranch(channels, channels // reduction, **kw)
+
+    def __call__(self, x: jax.Array, residual: jax.Array) -> jax.Array:
+        a = x + residual
+        pooled = jnp.mean(a.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(a.dtype)
+        w = jax.nn.sigmoid(self.local_att(a) + self.global_att(pooled))
+        return 2 * x * w + 2 * residual * (1 - w)
+
+
 class PatchEmbed(nnx.Module):
     """Non-overlapping p×p patches -> embed_dim (torch Conv2d k=p, s=p), then LayerNorm.
 
-    The kernel is stored HWIO [p, p, in, embed]; the conv is a reshape + one matmul.
+    The kernel is stored HWIO [p, p, in, embed]; the conv is a reshape + one matmul. With
+    `config.fusion`, also LAION's `mel_conv2d` (p × 3p, stride p × 3p) and the AFF block.
     """
 
     def __init__(self, config: HTSATConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
         p, c, d = config.patch_size, config.in_channels, config.embed_dim
         self.patch, self.dtype = p, dtype
-        self.kernel = param(rngs, default_init, (p, p, c, d), param_dtype,
-                            ("patch_height", "patch_width", "channels", "embed"))
+        axes = ("patch_height", "patch_width", "channels", "embed")
+        self.kernel = param(rngs, default_init, (p, p, c, d), param_dtype, axes)
         self.bias = param(rngs, nnx.initializers.zeros, (d,), param_dtype, ("embed",))
         self.norm = LayerNorm(d, eps=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype)
+        if config.fusion:
+            self.mel_kernel = param(rngs, default_init, (p, 3 * p, c, d), param_dtype, axes)
+            self.mel_bias = param(rngs, nnx.initializers.zeros, (d,), param_dtype, ("embed",))
+            self.fusion = AttentionalFusion(d, config.fusion_reduction, eps=config.batch_norm_eps,
+                                            dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
-    def __call__(self, image: jax.Array) -> jax.Array:
-        """image [B, H, W, C] -> tokens [B, H/p, W/p, embed]."""
-        b, h, w, c = image.shape
-        p = self.patch
-        patches = (image.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-                   .reshape(b, h // p, w // p, p * p * c))
-        kernel = self.kernel[...].reshape(p * p * c, -1).astype(self.dtype)
-        x = patches.astype(self.dtype) @ kernel + self.bias[...].astype(self.dtype)
+    def local_tokens(self, crops: jax.Array, width: int) -> jax.Array:
+        """crops [B, n, H, W] -> [B, H/p, width, embed]: each crop through mel_conv, the n token
+        grids side by side along time, zero-padded to `width`."""
+        b, n, h, w = crops.shape
+        y = _strided_conv(crops.reshape(b * n, h, w, 1), self.mel_kernel[...], self.mel_bias[...], self.dtype)
+        _, gh, gw, d = y.shape
+        y = y.reshape(b, n, gh, gw, d).transpose(0, 2, 1, 3, 4).reshape(b, gh, n * gw, d)
+        return jnp.pad(y, ((0, 0), (0, 0), (0, width - n * gw), (0, 0)))
+
+    def __call__(self, image: jax.Array, crops: jax.Array | None = None,
+                 is_longer: jax.Array | None = None) -> jax.Array:
+        """image [B, H, W, C] -> tokens [B, H/p, W/p, embed]; with fusion, `crops` [B, n, H, W]
+        are fused into the rows where `is_longer` [B] is true."""
+        x = _strided_conv(image, self.kernel[...], self.bias[...], self.dtype)
+        if crops is not None:
+            fused = self.fusion(x, self.local_tokens(crops, x.shape[2]))
+            x = jnp.where(jnp.reshape(is_longer, (-1, 1, 1, 1)).astype(bool), fused, x)
         return self.norm(x)
 
 
@@ -354,9 +423,10 @@ class HTSAT(nnx.Module):
         self.tscam = nnx.data(TSCAMHead(config, **kw) if config.tscam else None)
 
     def image(self, log_mel: jax.Array) -> jax.Array:
-        """bn0, bicubic time resize and fold: [B, frames, mel] -> [B, spec, spec] (freq, time)."""
+        """bn0, bicubic time resize and fold: [B, (channels,) frames, mel] -> [B, (channels,) spec,
+        spec] (freq, time); every channel is folded alike."""
         c = self.config
-        b, frames, mels = log_mel.shape
+        *lead, frames, mels = log_mel.shape
         if mels != c.mel_bins:
             raise ValueError(f"HTSAT expects {c.mel_bins} mel bins, got {mels}")
         if frames > c.target_frames:
@@ -365,8 +435,8 @@ class HTSAT(nnx.Module):
         x = self.bn0(log_mel.astype(jnp.float32))
         # resize and fold in one contraction: image[b, r·mel + m, w] = Σ_t M[r·spec + w, t] x[b, t, m]
         m = jnp.asarray(bicubic_matrix(frames, c.target_frames).reshape(c.freq_ratio, c.spec_size, frames))
-        image = jnp.einsum("rwt,btm->brmw", m, x, precision=jax.lax.Precision.HIGHEST)
-        return image.reshape(b, c.freq_ratio * c.mel_bins, c.spec_size)
+        image = jnp.einsum("rwt,...tm->...rmw", m, x, precision=jax.lax.Precision.HIGHEST)
+        return image.reshape(*lead, c.freq_ratio * c.mel_bins, c.spec_size)
 
     def head(self, tokens: jax.Array) -> HTSATOutput:
         """Last stage's tokens [B, H, W, C] -> final norm, latent and (TSCAM) AudioSet outputs."""
@@ -385,9 +455,26 @@ class HTSAT(nnx.Module):
         return HTSATOutput(latent=latent, last_hidden_state=tokens, clipwise_output=clipwise,
                            framewise_output=framewise)
 
-    def __call__(self, log_mel: jax.Array) -> HTSATOutput:
-        """[B, frames, mel_bins] log-mel (dB) -> HTSATOutput."""
-        x = self.patch_embed(self.image(log_mel)[..., None])
+    def __call__(self, log_mel: jax.Array, is_longer: jax.Array | None = None) -> HTSATOutput:
+        """[B, frames, mel_bins] or [B, channels, frames, mel_bins] log-mel (dB) -> HTSATOutput.
+
+        With `config.fusion`, channel 0 is the global mel and channels 1: the crops, which are
+        fused for the clips where `is_longer` [B] (or [B, 1]) is true; None: no clip is.
+        """
+        c = self.config
+        image = self.image(log_mel)
+        if image.ndim == 3:
+            image = image[:, None]
+        if c.fusion:
+            if is_longer is not None and image.shape[1] < 2:
+                raise ValueError("fusion with is_longer needs the crops: input [B, 4, frames, mels]")
+            crops = image[:, 1:] if is_longer is not None else None
+            x = self.patch_embed(image[:, :c.in_channels].transpose(0, 2, 3, 1), crops, is_longer)
+        else:
+            if image.shape[1] != c.in_channels:
+                raise ValueError(f"HTSAT takes {c.in_channels} input channel(s), got {image.shape[1]} "
+                                 "(4-channel 'fusion' features need a fused model)")
+            x = self.patch_embed(image.transpose(0, 2, 3, 1))
         for stage in self.layers:
             x = stage(x)
         return self.head(x)
