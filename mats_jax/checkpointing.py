@@ -28,13 +28,14 @@ class Checkpoints:
             state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator)),
             force=True)
 
-    def restore(self, step: int, target, data_iterator: grain.DatasetIterator):
+    def restore(self, step: int, target, data_iterator: grain.DatasetIterator | None = None):
         """The state at `step`, laid out like `target` (arrays or ShapeDtypeStructs with
-        shardings: a checkpoint restores onto any mesh); `data_iterator` is repositioned in place."""
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(data_iterator)))
-        return restored.state
+        shardings: a checkpoint restores onto any mesh); `data_iterator`, if given, is
+        repositioned in place (inference restores the state alone)."""
+        items = {"state": ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, target))}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        return self.manager.restore(step, args=ocp.args.Composite(**items)).state
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -88,6 +88,8 @@ class StopOnSignal:
 def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
     check_config(config)
     workdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:  # what generation and evaluation rebuild the model from
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     mesh = make_mesh(config.mesh)
     rules = tuple(tuple(rule) for rule in config.sharding_rules)
     t = config.train

@@ -1,0 +1,70 @@
+"""python -m mats_jax.generate: describe, tag or answer questions about audio with a trained MATS.
+
+    python -m mats_jax.generate --workdir=workdirs/default --audio clips/ --out captions.jsonl
+    python -m mats_jax.generate --workdir=DIR --audio dog.wav --task cla_label --tag "[single event]"
+    python -m mats_jax.generate --workdir=DIR --audio rain.wav --task QA --question "Is it raining?"
+
+Prints `file<TAB>text` per file (and writes JSONL with --out), in batches, with the paper's
+generation settings and post-processing. A file that cannot be read is reported on stderr and
+skipped; the others still come out. Santa is on when the workdir has a memory bank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m mats_jax.generate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, required=True, help="a training workdir")
+    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    parser.add_argument("--audio", type=Path, required=True, help="an audio file or a folder of them")
+    parser.add_argument("--task", default="caption", choices=("caption", "cla_label", "music_caption", "QA"))
+    parser.add_argument("--question", help="for --task QA")
+    parser.add_argument("--tag", default="", help='dataset tag after </Speech>, e.g. "[single event]"')
+    parser.add_argument("--santa", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--clap", help="CLAP checkpoint (default: the training config's)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--out", type=Path, help="also write JSONL here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from mats_jax.audio import AudioError, audio_files
+    from mats_jax.convert.errors import ConversionError
+    from mats_jax.listen import Listener, instruction_for
+
+    try:
+        instruction_for(args.task, args.question)
+        files = audio_files(args.audio)
+        listener = Listener.from_workdir(args.workdir, step=args.step, clap_checkpoint=args.clap)
+    except (AudioError, ConversionError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    results = []
+    for start in range(0, len(files), args.batch_size):
+        embeddings, names, errors = listener.embed_audio(files[start:start + args.batch_size])
+        for message in errors.values():
+            print(f"skipped: {message}", file=sys.stderr)
+        if not names:
+            continue
+        texts = listener.describe(embeddings, task=args.task, question=args.question, tag=args.tag,
+                                  santa=args.santa)
+        for name, text in zip(names, texts):
+            print(f"{name}\t{text}", flush=True)
+            results.append({"file": name, "task": args.task, "text": text})
+    if args.out:
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in results))
+        os.replace(tmp, args.out)
+    return 0 if results else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Listening with a trained MATS: audio files in, captions / tags / answers out.
+
+The Python API behind `python -m mats_jax.generate` (DESIGN §2.3, §2.5):
+
+    from mats_jax.listen import Listener
+    listener = Listener.from_workdir("workdirs/default")        # the trainer's workdir
+    embeddings, files, errors = listener.embed_audio(["dog.wav", "rain.flac"])
+    texts = listener.describe(embeddings, task="caption")       # paper's beam search by default
+
+The CLAP *audio* embedding replaces the text embedding the model was trained on; with a memory
+bank (`python -m mats_jax.memory_bank`) Santa first pulls it toward the text region.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from anyascii import anyascii
+from flax import nnx
+
+from mats_jax import checkpointing, optim, train_step
+from mats_jax.audio import load_batch
+from mats_jax.data.records import INSTRUCTIONS
+from mats_jax.generation import GenerationConfig, generate
+from mats_jax.memory_bank import BANK_FOLDER
+from mats_jax.model_setup import build_mats, load_clap_or_random
+from mats_jax.models.clap import CLAP, embed_audio_fn
+from mats_jax.models.mats import MATS
+from mats_jax.prompt import PromptBuilder
+from mats_jax.santa import MemoryBank, maybe_retrieve
+
+TASKS = ("caption", "cla_label", "music_caption", "QA")
+_INSTRUCTION = {"caption": INSTRUCTIONS["caption"], "cla_label": INSTRUCTIONS["cla_label"],
+                "music_caption": INSTRUCTIONS["music"]}
+
+
+def postprocess(text: str) -> str:
+    """The paper's clean-up: ASCII transliteration, ", " comma spacing, a capital first letter."""
+    text = re.sub(r"\s*,\s*", ", ", anyascii(text)).strip()
+    return text[:1].upper() + text[1:]
+
+
+def instruction_for(task: str, question: str | None) -> str:
+    if task not in TASKS:
+        raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
+    if task == "QA":
+        if not question:
+            raise ValueError("task QA needs a question")
+        return question
+    return _INSTRUCTION[task]
+
+
+@dataclasses.dataclass
+class Listener:
+    model: MATS
+    tokenizer: object
+    clap: CLAP
+    builder: PromptBuilder
+    bank: MemoryBank | None
+    santa: ml_collections.ConfigDict
+
+    @classmethod
+    def from_workdir(cls, workdir: str | Path, *, step: int | None = None,
+                     clap_checkpoint: str | None = None) -> "Listener":
+        """The model of the trainer's latest (or `step`) checkpoint in `workdir`, its CLAP
+        (the training config's, unless `clap_checkpoint`), and the memory bank if one was built."""
+        workdir = Path(workdir)
+        config_file = workdir / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{config_file}: not a training workdir (no config.json)")
+        config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
+        model, tokenizer = build_mats(config)
+        graphdef, trainable, rngs, frozen = train_step.split(model)
+        checkpoints = checkpointing.Checkpoints(workdir / "checkpoints", keep=config.train.keep_checkpoints)
+        step = step if step is not None else checkpoints.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"{workdir / 'checkpoints'}: no checkpoint to listen with")
+        tx = optim.adamw(peak_lr=config.train.lr, warmup_steps=config.train.warmup_steps,
+                         total_steps=config.train.steps, weight_decay=config.train.weight_decay)
+        state = checkpoints.restore(step, jax.eval_shape(lambda: train_step.init_state(trainable, rngs, tx)))
+        checkpoints.close()
+        model = nnx.merge(graphdef, state.trainable, state.rngs, frozen)
+        model.eval()
+        clap = load_clap_or_random(clap_checkpoint or config.clap.checkpoint, seed=config.clap.seed)
+        bank = MemoryBank.load(workdir / BANK_FOLDER) if (workdir / BANK_FOLDER).is_dir() else None
+        builder = PromptBuilder(tokenizer, tail_length=config.data.tail_length)
+        return cls(model, tokenizer, clap, builder, bank, config.santa)
+
+    def embed_audio(self, paths: Sequence[str | Path], *, batch_size: int = 8
+                    ) -> tuple[np.ndarray, list[str], dict[str, str]]:
+        """(CLAP audio embeddings [N, dim], the N files embedded, {bad file: reason})."""
+        embed = embed_audio_fn(self.clap)
+        rows, names, errors = [], [], {}
+        for start in range(0, len(paths), batch_size):
+            batch = [str(p) for p in paths[start:start + batch_size]]
+            clips, failed = load_batch(batch, sample_rate=self.clap.config.sample_rate,
+                                       duration=self.clap.config.duration, crop="center")
+            errors.update(failed)
+            if len(clips):
+                rows.append(np.asarray(embed(clips)[0]))
+                names += [p for p in batch if p not in failed]
+        dim = self.model.config.mapper.clap_dim
+        return (np.concatenate(rows) if rows else np.zeros((0, dim), np.float32)), names, errors
+
+    def describe(self, audio_embeddings: np.ndarray, *, task: str = "caption", question: str | None = None,
+                 tag: str = "", santa: bool = True, generation: GenerationConfig | None = None,
+                 seed: int = 0) -> list[str]:
+        """One text per embedding, for the task's paper instruction (or the question)."""
+        instruction = instruction_for(task, question)
+        embeddings = jnp.asarray(audio_embeddings)
+        s = self.santa
+        embeddings = maybe_retrieve(self.bank if santa else None, embeddings, key=jax.random.key(seed),
+                                    top_l=s.top_l, temperature=s.temperature, mix=s.mix,
+                                    variant=s.variant, noise_variance=self.model.config.noise_variance)
+        n = embeddings.shape[0]
+        prompt = self.builder.inference_batch([instruction] * n, [tag] * n)
+        sequence, mask = self.model.prompt_embeddings(embeddings, prompt)
+        eos = self.tokenizer.eos_token_id
+        config = generation or GenerationConfig.paper(eos_token_id=eos, pad_token_id=self.builder.pad)
+        new = generate(self.model.llm, embeddings=sequence, attention_mask=mask, config=config)
+        return [postprocess(self.tokenizer.decode(ids, skip_special_tokens=True)) for ids in new]
