@@ -22,11 +22,12 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state, data_iterator: grain.DatasetIterator) -> None:
+    def save(self, step: int, state, data_iterator: grain.DatasetIterator | None = None) -> None:
         """Start an async save of `state` (device arrays are copied first, so training goes on)."""
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator)),
-            force=True)
+        items = {"state": ocp.args.StandardSave(state)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
 
     def restore(self, step: int, target, data_iterator: grain.DatasetIterator | None = None):
         """The state at `step`, laid out like `target` (arrays or ShapeDtypeStructs with

@@ -62,16 +62,17 @@ def instruction_for(task: str, question: str | None) -> str:
 class Listener:
     model: MATS
     tokenizer: object
-    clap: CLAP
+    clap: CLAP | None
     builder: PromptBuilder
     bank: MemoryBank | None
     santa: ml_collections.ConfigDict
 
     @classmethod
     def from_workdir(cls, workdir: str | Path, *, step: int | None = None,
-                     clap_checkpoint: str | None = None) -> "Listener":
+                     clap_checkpoint: str | None = None, load_clap: bool = True) -> "Listener":
         """The model of the trainer's latest (or `step`) checkpoint in `workdir`, its CLAP
-        (the training config's, unless `clap_checkpoint`), and the memory bank if one was built."""
+        (the training config's, unless `clap_checkpoint`; none with load_clap=False), and the
+        memory bank if one was built."""
         workdir = Path(workdir)
         config_file = workdir / "config.json"
         if not config_file.is_file():
@@ -89,7 +90,8 @@ class Listener:
         checkpoints.close()
         model = nnx.merge(graphdef, state.trainable, state.rngs, frozen)
         model.eval()
-        clap = load_clap_or_random(clap_checkpoint or config.clap.checkpoint, seed=config.clap.seed)
+        clap = (load_clap_or_random(clap_checkpoint or config.clap.checkpoint, seed=config.clap.seed)
+                if load_clap else None)
         bank = MemoryBank.load(workdir / BANK_FOLDER) if (workdir / BANK_FOLDER).is_dir() else None
         builder = PromptBuilder(tokenizer, tail_length=config.data.tail_length)
         return cls(model, tokenizer, clap, builder, bank, config.santa)

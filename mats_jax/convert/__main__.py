@@ -1,4 +1,4 @@
-"""python -m mats_jax.convert {llm,clap} ...
+"""python -m mats_jax.convert {llm,clap,mats} ...
 
 llm SOURCE OUT [--add-pad-token TOKEN]
     SOURCE a Hugging Face folder or a .gguf file -> OUT a mats_jax checkpoint folder;
@@ -7,6 +7,10 @@ clap --from {msclap,hf} --source SOURCE --out DIR
     a CLAP checkpoint (msclap: CLAP_weights_2023.pth; hf: a transformers ClapModel folder, i.e.
     LAION-CLAP) -> OUT a mats_jax checkpoint folder (load it with
     mats_jax.convert.clap.load_clap).
+mats --source SOURCE --out OUT [--config configs/mats_llama.py] [--llm DIR] [--clap DIR]
+    an original MATS checkpoint (.pth, ckpt['model']) -> OUT a workdir that generate, evaluate and
+    the trainer read (the config gives the architecture; --llm/--clap its frozen parts);
+    SOURCE a workdir -> OUT an original-layout .pth.
 """
 
 from __future__ import annotations
@@ -34,10 +38,19 @@ def main(argv: list[str] | None = None) -> int:
                            "ClapModel folder)")
     clap.add_argument("--source", type=Path, required=True)
     clap.add_argument("--out", type=Path, required=True)
+    mats = commands.add_parser("mats", help="an original MATS checkpoint (.pth) <-> a workdir")
+    mats.add_argument("--source", type=Path, required=True)
+    mats.add_argument("--out", type=Path, required=True)
+    mats.add_argument("--config", type=Path, default=Path("configs/mats_llama.py"),
+                      help="the architecture of the imported checkpoint")
+    mats.add_argument("--llm", help="LLM checkpoint (overrides the config's llm.checkpoint)")
+    mats.add_argument("--clap", help="CLAP checkpoint (overrides the config's clap.checkpoint)")
     args = parser.parse_args(argv)
 
     if args.command == "clap":
         return _convert_clap(args)
+    if args.command == "mats":
+        return _convert_mats(args)
     from mats_jax.convert import llm as convert_llm  # heavy imports after argument errors
     try:
         if (args.source / checkpoint.METADATA_FILE).is_file():
@@ -66,6 +79,26 @@ def _convert_clap(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"wrote mats_jax checkpoint {args.out}")
+    return 0
+
+
+def _convert_mats(args) -> int:
+    from mats_jax.convert import mats as convert_mats  # heavy imports after argument errors
+    try:
+        if args.source.is_dir():
+            convert_mats.export_mats(args.source, args.out)
+            print(f"wrote MATS checkpoint {args.out}")
+            return 0
+        config = convert_mats.load_config_file(args.config)
+        if args.llm:
+            config.llm.checkpoint = args.llm
+        if args.clap:
+            config.clap.checkpoint = args.clap
+        convert_mats.import_mats(args.source, config, args.out)
+    except (ConversionError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote workdir {args.out}")
     return 0
 
 

@@ -3,12 +3,25 @@
 It holds only the trainable parts: the mapper (`audio_mapper.*`), the projector
 (`audio_llama_proj.*`) and the LLM's LoRA adapters in peft naming. Known leftovers (`ln_audio.*`,
 rotary `inv_freq`, BatchNorm statistics, GPT-2 mask buffers) are skipped; anything else is an error.
+
+`import_mats` turns such a checkpoint into a workdir (what the trainer writes), so generation,
+evaluation and fine-tuning treat it like a run of ours; `export_mats` goes back.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from mats_jax.convert.errors import ConversionError
 from mats_jax.convert.keymap import KeyMap, Rule, transpose
 from mats_jax.convert.llm import llama_keymap
+from mats_jax.state import load_params
 
 LLAMA_PREFIX = "llama_model.base_model.model.model."
 
@@ -34,3 +47,71 @@ def mats_keymap() -> KeyMap:
     llm = llama_keymap(prefix=LLAMA_PREFIX).nest("llm.")
     leftovers = KeyMap((), ignore=("ln_audio.weight", "ln_audio.bias"))
     return mapper_keymap() + projector + llm + leftovers
+
+
+def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
+    """`get_config()` of a config file (configs/*.py), as `--config=` would load it."""
+    spec = importlib.util.spec_from_file_location("mats_config", path)
+    if spec is None or not Path(path).is_file():
+        raise ConversionError(f"{path}: no such config file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def read_original(path: str | Path) -> dict[str, np.ndarray]:
+    """`ckpt['model']` of an original MATS checkpoint, as numpy (weights_only: no code runs)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such file")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and torch errors alike
+        raise ConversionError(f"{path}: cannot be read by torch.load(weights_only=True): "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+    if not isinstance(blob, dict) or not isinstance(blob.get("model"), dict):
+        raise ConversionError(f"{path}: not a MATS checkpoint (no 'model' state dict)")
+    return {k: v.detach().float().numpy() for k, v in blob["model"].items()}
+
+
+def import_mats(source: str | Path, config: ml_collections.ConfigDict, workdir: str | Path) -> None:
+    """Original MATS checkpoint -> a workdir (config.json + checkpoint 0) that `Listener.from_workdir`
+    and the trainer (fine-tuning from it) read. Every trainable parameter must be present."""
+    from mats_jax import checkpointing, optim, train_step
+    from mats_jax.model_setup import build_mats
+    from mats_jax.models.mats import TRAINABLE
+
+    params = mats_keymap().to_flax(read_original(source), str(source))
+    model, _ = build_mats(config)
+    try:
+        load_params(model, params, str(source), kind=TRAINABLE)
+    except ValueError as e:
+        raise ConversionError(str(e)) from None
+    tx = optim.adamw(peak_lr=config.train.lr, warmup_steps=config.train.warmup_steps,
+                     total_steps=config.train.steps, weight_decay=config.train.weight_decay)
+    state = train_step.init_state(nnx.state(model, TRAINABLE), nnx.state(model, nnx.RngState), tx)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    checkpoints = checkpointing.Checkpoints(workdir / "checkpoints", keep=config.train.keep_checkpoints)
+    checkpoints.save(0, state)
+    checkpoints.wait()
+    checkpoints.close()
+
+
+def export_mats(workdir: str | Path, out: str | Path, step: int | None = None) -> None:
+    """A workdir's trainable parameters -> an original-layout `{'model': state_dict}` .pth."""
+    import torch
+
+    from mats_jax.listen import Listener
+    from mats_jax.models.mats import TRAINABLE
+
+    listener = Listener.from_workdir(workdir, step=step, load_clap=False)
+    arrays = {".".join(map(str, p)): np.asarray(v) for p, v in nnx.to_flat_state(nnx.state(listener.model, TRAINABLE))}
+    tensors = mats_keymap().to_torch(arrays)
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save({"model": {k: torch.from_numpy(np.array(v, copy=True)) for k, v in tensors.items()}}, tmp)
+    os.replace(tmp, out)
