@@ -11,17 +11,16 @@ cache name (`clap_cache_name`) guarantees.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from mats_jax import text_embeddings
+from mats_jax import cli, text_embeddings
 from mats_jax.data import pipeline
 from mats_jax.model_setup import clap_cache_name, clap_text_encoder, prepare_corpus
 from mats_jax.santa import build_bank
@@ -91,31 +90,5 @@ def build(config: ml_collections.ConfigDict, workdir: Path) -> Path:
     return out
 
 
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's parsing, with a bad --config override reported in one line instead of a traceback."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        fail(str(e))
-    except (AttributeError, KeyError, TypeError, ValueError) as e:
-        fail(f"cannot apply the --config overrides: {type(e).__name__} {e} (unknown key or wrong type)")
-
-
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        fail(f"unexpected arguments: {argv[1:]}")
-    if _CONFIG.value is None or _WORKDIR.value is None:
-        fail("--config and --workdir are required")
-    try:
-        build(_CONFIG.value, Path(_WORKDIR.value))
-    except BankError as e:
-        fail(str(e))
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(build, _CONFIG, _WORKDIR, (BankError,))

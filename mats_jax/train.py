@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -22,11 +21,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
-from mats_jax import checkpointing, optim, text_embeddings, train_step
+from mats_jax import checkpointing, cli, optim, text_embeddings, train_step
 from mats_jax.data import pipeline
 from mats_jax.generation import GenerationConfig, generate
 from mats_jax.metrics import MetricsWriter
@@ -207,31 +206,5 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
     writer.close()
 
 
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's parsing, with a bad --config override reported in one line instead of a traceback."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        fail(str(e))
-    except (AttributeError, KeyError, TypeError, ValueError) as e:
-        fail(f"cannot apply the --config overrides: {type(e).__name__} {e} (unknown key or wrong type)")
-
-
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        fail(f"unexpected arguments: {argv[1:]}")
-    if _CONFIG.value is None or _WORKDIR.value is None:
-        fail("--config and --workdir are required")
-    try:
-        train(_CONFIG.value, Path(_WORKDIR.value))
-    except ConfigError as e:
-        fail(str(e))
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(train, _CONFIG, _WORKDIR, (ConfigError,))

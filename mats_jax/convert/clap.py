@@ -33,7 +33,7 @@ from flax import nnx
 
 from mats_jax import checkpoint
 from mats_jax.convert.errors import ConversionError
-from mats_jax.convert.hf_io import read_hf_folder
+from mats_jax.convert.hf_io import read_hf_folder, read_torch_state
 from mats_jax.convert.keymap import Concat, KeyMap, Rule, transpose
 from mats_jax.convert.llm import gpt2_keymap
 from mats_jax.models.clap import CLAP, ClapConfig
@@ -336,29 +336,7 @@ def from_msclap_state(tensors: Mapping[str, np.ndarray], config: ClapConfig = Cl
 
 def read_msclap_pth(path: str | Path) -> dict[str, np.ndarray]:
     """The "model" state dict of an msclap .pth, as float32 numpy arrays (weights_only load)."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"{path}: no such file")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and torch errors alike
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConversionError(f"{path}: cannot be read by torch.load(weights_only=True): {first}") from None
-    if not isinstance(blob, Mapping) or "model" not in blob:
-        keys = sorted(blob)[:5] if isinstance(blob, Mapping) else type(blob).__name__
-        raise ConversionError(f"{path}: not an msclap checkpoint (no 'model' entry; found {keys})")
-    state = blob["model"]
-    out = {}
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise ConversionError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
-        value = value.detach().cpu()
-        if value.is_floating_point() and value.dtype != torch.float32:
-            value = value.float()
-        out[key] = value.numpy()
-    return out
+    return read_torch_state(path, key="model", dtype=np.float32)
 
 
 def import_msclap(pth_path: str | Path, out_dir: str | Path, config: ClapConfig = ClapConfig()) -> None:

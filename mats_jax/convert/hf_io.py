@@ -70,8 +70,10 @@ def read_hf_folder(
     config = _read_json(folder / "config.json")
     tensors: dict[str, np.ndarray] = {}
     for file in _weight_files(folder):
-        read = read_safetensors if file.suffix == ".safetensors" else _read_torch_bin
-        tensors.update(read(file, dtype))
+        if file.suffix == ".safetensors":
+            tensors.update(read_safetensors(file, dtype))
+        else:
+            tensors.update(read_torch_state(file, dtype=dtype))
     return config, tensors
 
 
@@ -203,15 +205,31 @@ def _weight_files(folder: Path) -> list[Path]:
     raise ConversionError(f"{folder}: no weights (looked for {names})")
 
 
-def _read_torch_bin(path: Path, dtype: Any) -> dict[str, np.ndarray]:
-    import torch  # only `.bin` checkpoints need torch
+def read_torch_state(path: str | os.PathLike, *, key: str | None = None, dtype: Any = None
+                     ) -> dict[str, np.ndarray]:
+    """A PyTorch state dict file (or its entry `key`, e.g. "model" of an msclap or MATS .pth) as
+    numpy; loaded with weights_only=True, so no code from the file runs."""
+    import torch  # only PyTorch files need torch
 
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a bad file
-        raise ConversionError(f"{path}: not a readable PyTorch state dict ({e})") from e
+    except Exception as e:  # pickle, zip and torch errors alike
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConversionError(f"{path}: cannot be read by torch.load(weights_only=True): {first}") from None
+    if key is not None:
+        if not isinstance(state, Mapping) or not isinstance(state.get(key), Mapping):
+            found = sorted(state)[:5] if isinstance(state, Mapping) else type(state).__name__
+            raise ConversionError(f"{path}: no {key!r} state dict (found {found})")
+        state = state[key]
+    if not isinstance(state, Mapping):
+        raise ConversionError(f"{path}: holds a {type(state).__name__}, not a state dict")
     tensors = {}
     for name, t in state.items():
+        if not isinstance(t, torch.Tensor):
+            raise ConversionError(f"{path}: entry {name!r} is a {type(t).__name__}, not a tensor")
         t = t.detach().contiguous()
         if t.dtype == torch.bfloat16:  # numpy has no bfloat16: reinterpret the bits
             a = t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)

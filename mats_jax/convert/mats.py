@@ -19,6 +19,7 @@ import numpy as np
 from flax import nnx
 
 from mats_jax.convert.errors import ConversionError
+from mats_jax.convert.hf_io import read_torch_state
 from mats_jax.convert.keymap import KeyMap, Rule, transpose
 from mats_jax.convert.llm import llama_keymap
 from mats_jax.state import load_params
@@ -60,20 +61,8 @@ def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
 
 
 def read_original(path: str | Path) -> dict[str, np.ndarray]:
-    """`ckpt['model']` of an original MATS checkpoint, as numpy (weights_only: no code runs)."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"{path}: no such file")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and torch errors alike
-        raise ConversionError(f"{path}: cannot be read by torch.load(weights_only=True): "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
-    if not isinstance(blob, dict) or not isinstance(blob.get("model"), dict):
-        raise ConversionError(f"{path}: not a MATS checkpoint (no 'model' state dict)")
-    return {k: v.detach().float().numpy() for k, v in blob["model"].items()}
+    """`ckpt['model']` of an original MATS checkpoint, as float32 numpy (weights_only: no code runs)."""
+    return read_torch_state(path, key="model", dtype=np.float32)
 
 
 def import_mats(source: str | Path, config: ml_collections.ConfigDict, workdir: str | Path) -> None:

@@ -81,7 +81,7 @@ def test_known_buffers_are_skipped_and_others_rejected():
     ({"model": {"caption_encoder.base.wte.weight": torch.zeros(3, 2), "bogus.weight": torch.zeros(1)}},
      "unexpected key 'bogus.weight'"),
     ({"model": {"logit_scale": torch.zeros(())}}, "missing key '"),
-    ({"state_dict": {}}, "not an msclap checkpoint (no 'model' entry"),
+    ({"state_dict": {}}, "no 'model' state dict"),
 ])
 def test_cli_reports_one_line_errors(tmp_path, capsys, content, message):
     pth = tmp_path / "bad.pth"
