@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import ml_collections
-from absl import app, flags
+from absl import app, flags, logging
 
 
 def fail(message: str) -> None:
@@ -30,6 +30,8 @@ def run(command: Callable[[ml_collections.ConfigDict, Path], object], config_fla
     """app.run `command(config, workdir)`; `errors` are reported as one line, exit status 2."""
 
     def main(argv: list[str]) -> None:
+        if not flags.FLAGS["verbosity"].present:  # orbax logs every file it writes at INFO
+            logging.set_verbosity(logging.WARNING)
         if len(argv) > 1:
             fail(f"unexpected arguments: {argv[1:]}")
         if config_flag.value is None or workdir_flag.value is None:
