@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mats_jax.models.layers import param
+from mats_jax.models.layers import param, per_clip
 
 
 def stft_matrices(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,5 +88,8 @@ class LogMel(nnx.Module):
 
     def __call__(self, waveform: jax.Array) -> jax.Array:
         """[B, N] waveform -> [B, 1 + N // hop, mel_bins] log-mel in dB (float32)."""
-        mel = self.power_spectrogram(waveform) @ self.mel_filters[...].astype(jnp.float32)
-        return 10.0 * jnp.log10(jnp.maximum(mel, self.amin))
+        def log_mel(wave):
+            mel = self.power_spectrogram(wave) @ self.mel_filters[...].astype(jnp.float32)
+            return 10.0 * jnp.log10(jnp.maximum(mel, self.amin))
+
+        return per_clip(log_mel, waveform)  # clip by clip on CPU: [frames, n_fft] stays in cache

@@ -26,7 +26,9 @@ spatial mean, w = sigmoid(local + global), out = 2·x·w + 2·crops·(1 - w)), b
 LayerNorm. Other clips keep their global tokens.
 
 Activations are kept as [B, H, W, C] grids; windows are formed with reshapes and transposes
-(no gathers), and every window of every clip is attended in one batched einsum.
+(no gathers), and every window of every clip is attended in one batched einsum whose batch
+dimensions (clip, window, head) lead. On CPU the first `PER_CLIP_STAGES` stages run clip by clip
+(`per_clip`, a `lax.map`) so that their large activations stay in cache.
 """
 
 from __future__ import annotations
@@ -41,9 +43,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mats_jax.models.layers import LayerNorm, Linear, default_init, param
+from mats_jax.models.layers import LayerNorm, Linear, default_init, param, per_clip
 
 Dtype = Any
+
+# Swin stages run clip by clip on CPU (see `per_clip`); later stages are faster batched.
+PER_CLIP_STAGES = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +165,7 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int) -> np.
                .transpose(0, 2, 1, 3).reshape(-1, window * window))
     diff = windows[:, None, :] - windows[:, :, None]
     return np.where(diff != 0, np.float32(-100.0), np.float32(0.0))
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,16 +294,20 @@ class WindowAttention(nnx.Module):
     def __call__(self, x: jax.Array, mask: np.ndarray | None) -> jax.Array:
         """x [B, nW, N, C] (N tokens per window); mask [nW, N, N] additive, or None."""
         b, nw, n, c = x.shape
-        head_dim = c // self.num_heads
-        qkv = self.qkv(x).reshape(b, nw, n, 3, self.num_heads, head_dim)
-        q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
+        h = self.num_heads
+        head_dim = c // h
+        # one transpose to [3, B, nW, heads, N, d]: the attention matmuls then have all batch
+        # dimensions leading (one batched GEMM each, no transposes around them)
+        qkv = self.qkv(x).reshape(b, nw, n, 3, h, head_dim).transpose(3, 0, 1, 4, 2, 5)
+        q, k, v = qkv[0], qkv[1], qkv[2]
         q = q * jnp.asarray(head_dim ** -0.5, q.dtype)  # msclap scales q before q·k
-        scores = jnp.einsum("bwqhd,bwkhd->bwhqk", q, k).astype(jnp.float32)
-        scores = scores + self.bias()
+        scores = jnp.einsum("bwhqd,bwhkd->bwhqk", q, k).astype(jnp.float32)
+        scores = scores + self.bias()  # [heads, N, N]; broadcast adds fuse into the softmax
         if mask is not None:
-            scores = scores + jnp.asarray(mask)[None, :, None]
+            scores = scores + jnp.asarray(mask)[:, None]  # [nW, 1, N, N]
         probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bwhqk,bwkhd->bwqhd", probs, v).reshape(b, nw, n, c)
+        out = jnp.einsum("bwhqk,bwhkd->bwhqd", probs, v)
+        out = out.transpose(0, 1, 3, 2, 4).reshape(b, nw, n, c)
         return self.proj(out)
 
 
@@ -475,6 +485,14 @@ class HTSAT(nnx.Module):
                 raise ValueError(f"HTSAT takes {c.in_channels} input channel(s), got {image.shape[1]} "
                                  "(4-channel 'fusion' features need a fused model)")
             x = self.patch_embed(image.transpose(0, 2, 3, 1))
-        for stage in self.layers:
+        early = self.layers[:PER_CLIP_STAGES]
+
+        def run_early(x):
+            for stage in early:
+                x = stage(x)
+            return x
+
+        x = per_clip(run_early, x)
+        for stage in self.layers[PER_CLIP_STAGES:]:
             x = stage(x)
         return self.head(x)
