@@ -84,8 +84,7 @@ class Listener:
         step = step if step is not None else checkpoints.latest_step()
         if step is None:
             raise FileNotFoundError(f"{workdir / 'checkpoints'}: no checkpoint to listen with")
-        tx = optim.adamw(peak_lr=config.train.lr, warmup_steps=config.train.warmup_steps,
-                         total_steps=config.train.steps, weight_decay=config.train.weight_decay)
+        tx, _ = optim.from_config(config.train)
         state = checkpoints.restore(step, jax.eval_shape(lambda: train_step.init_state(trainable, rngs, tx)))
         checkpoints.close()
         model = nnx.merge(graphdef, state.trainable, state.rngs, frozen)

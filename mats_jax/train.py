@@ -121,9 +121,7 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
     # State: trainable f32 parameters with AdamW, sharded by the logical-axis rules.
     graphdef, trainable, rngs, frozen = train_step.split(model)
     del model
-    schedule = optim.learning_rate(t.lr, t.warmup_steps, t.steps)
-    tx = optim.adamw(peak_lr=t.lr, warmup_steps=t.warmup_steps, total_steps=t.steps,
-                     weight_decay=t.weight_decay, b1=t.b1, b2=t.b2)
+    tx, schedule = optim.from_config(t)
     frozen_sharding = state_shardings(frozen, mesh, rules)
     frozen = jax.device_put(frozen, frozen_sharding)
     abstract = jax.eval_shape(lambda: train_step.init_state(trainable, rngs, tx))

@@ -78,8 +78,7 @@ def import_mats(source: str | Path, config: ml_collections.ConfigDict, workdir: 
         load_params(model, params, str(source), kind=TRAINABLE)
     except ValueError as e:
         raise ConversionError(str(e)) from None
-    tx = optim.adamw(peak_lr=config.train.lr, warmup_steps=config.train.warmup_steps,
-                     total_steps=config.train.steps, weight_decay=config.train.weight_decay)
+    tx, _ = optim.from_config(config.train)
     state = train_step.init_state(nnx.state(model, TRAINABLE), nnx.state(model, nnx.RngState), tx)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
