@@ -52,7 +52,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from anywhere
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import (check, load_note, matmul_peak_gflops,  # noqa: E402
@@ -224,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     from mats_jax.embedded import smollm2_gguf_path
     from mats_jax.model_setup import build_mats
     from mats_jax.prompt import HEAD_TEXT, PromptBuilder
-    from mats_jax.sharding import make_mesh, state_shardings
+    from mats_jax.sharding import make_mesh
     from mats_jax.tokenizer import load_tokenizer
 
     peak = matmul_peak_gflops()
@@ -251,11 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     del model
     initial = flat_names(trainable)
     tx, schedule = optim.from_config(t)
-    frozen_sharding = state_shardings(frozen, mesh, rules)
-    frozen = jax.device_put(frozen, frozen_sharding)
-    abstract = jax.eval_shape(lambda: train_step.init_state(trainable, rngs, tx))
-    state_sharding = train_step.state_sharding(abstract, mesh, rules)
-    state = jax.jit(lambda: train_step.init_state(trainable, rngs, tx), out_shardings=state_sharding)()
+    state, state_sharding, frozen, frozen_sharding = train_step.place(trainable, rngs, frozen, tx, mesh, rules)
     batch_sharding = train_step.batch_sharding(mesh)
     step_fn = train_step.make_train_step(graphdef, tx, seed=t.seed, schedule=schedule,
                                          state_sharding=state_sharding, frozen_sharding=frozen_sharding,

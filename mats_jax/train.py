@@ -11,7 +11,6 @@ or restore the state, then loop (step, log, evaluate, checkpoint).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import time
@@ -31,7 +30,7 @@ from mats_jax.generation import GenerationConfig, generate
 from mats_jax.metrics import MetricsWriter
 from mats_jax.model_setup import build_mats, clap_cache_name, clap_text_encoder, prepare_corpus
 from mats_jax.prompt import PromptBuilder
-from mats_jax.sharding import make_mesh, state_shardings
+from mats_jax.sharding import make_mesh
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<name>.py", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints, metrics and caches go here")
@@ -122,11 +121,7 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
     graphdef, trainable, rngs, frozen = train_step.split(model)
     del model
     tx, schedule = optim.from_config(t)
-    frozen_sharding = state_shardings(frozen, mesh, rules)
-    frozen = jax.device_put(frozen, frozen_sharding)
-    abstract = jax.eval_shape(lambda: train_step.init_state(trainable, rngs, tx))
-    state_sharding = train_step.state_sharding(abstract, mesh, rules)
-    state = jax.jit(lambda: train_step.init_state(trainable, rngs, tx), out_shardings=state_sharding)()
+    state, state_sharding, frozen, frozen_sharding = train_step.place(trainable, rngs, frozen, tx, mesh, rules)
 
     checkpoints = checkpointing.Checkpoints(workdir / "checkpoints", keep=t.keep_checkpoints)
     start = checkpoints.latest_step() or 0

@@ -76,6 +76,16 @@ def state_sharding(state: TrainState, mesh: Mesh, rules: Rules) -> TrainState:
                       jax.tree.map(lambda _: replicated, state.rngs))
 
 
+def place(trainable: nnx.State, rngs: nnx.State, frozen: nnx.State, tx: optax.GradientTransformation,
+          mesh: Mesh, rules: Rules) -> tuple[TrainState, TrainState, nnx.State, Any]:
+    """(state, its sharding, frozen, its sharding): a fresh TrainState created directly in its
+    sharded layout (optimiser state never materialises unsharded) and the frozen weights placed."""
+    frozen_sharding = state_shardings(frozen, mesh, rules)
+    create = lambda: init_state(trainable, rngs, tx)
+    sharding = state_sharding(jax.eval_shape(create), mesh, rules)
+    return jax.jit(create, out_shardings=sharding)(), sharding, jax.device_put(frozen, frozen_sharding), frozen_sharding
+
+
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *, seed: int,
                     schedule: optax.Schedule, state_sharding: TrainState, frozen_sharding: Any,
                     batch_sharding: Batch, remat: bool = False):

@@ -2,7 +2,6 @@
 a workdir whose mapper and projector give the original code's outputs; export gives back the same
 tensors; a missing key is named."""
 
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np

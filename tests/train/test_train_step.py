@@ -7,9 +7,7 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from mats_jax import optim, train_step
@@ -17,7 +15,7 @@ from mats_jax.convert.llm import build_model
 from mats_jax.models.mapper import MapperConfig
 from mats_jax.models.mats import MATS, LoraConfig, MATSConfig
 from mats_jax.prompt import TrainingBatch
-from mats_jax.sharding import DEFAULT_RULES, make_mesh, state_shardings
+from mats_jax.sharding import DEFAULT_RULES, make_mesh
 
 LLM = dict(model_type="llama", vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
            num_attention_heads=4, num_key_value_heads=2)
@@ -48,12 +46,9 @@ def run_steps(mesh, steps: int = 2):
     graphdef, trainable, rngs, frozen = train_step.split(tiny_mats())
     initial_frozen = jax.tree.map(np.asarray, frozen)
     tx = optim.adamw(peak_lr=1e-2, warmup_steps=1, total_steps=10, weight_decay=0.05)
-    abstract = jax.eval_shape(lambda: train_step.init_state(trainable, rngs, tx))
-    state_sharding = train_step.state_sharding(abstract, mesh, DEFAULT_RULES)
-    frozen_sharding = state_shardings(frozen, mesh, DEFAULT_RULES)
+    state, state_sharding, frozen, frozen_sharding = train_step.place(trainable, rngs, frozen, tx, mesh,
+                                                                      DEFAULT_RULES)
     batch_sharding = train_step.batch_sharding(mesh)
-    state = jax.jit(lambda: train_step.init_state(trainable, rngs, tx), out_shardings=state_sharding)()
-    frozen = jax.device_put(frozen, frozen_sharding)
     step = train_step.make_train_step(graphdef, tx, seed=0, schedule=optim.learning_rate(1e-2, 1, 10),
                                       state_sharding=state_sharding, frozen_sharding=frozen_sharding,
                                       batch_sharding=batch_sharding)
