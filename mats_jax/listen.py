@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +50,7 @@ def postprocess(text: str) -> str:
 
 
 def instruction_for(task: str, question: str | None) -> str:
+    """The prompt text of a task: its paper instruction, or the question for QA."""
     if task not in TASKS:
         raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
     if task == "QA":
@@ -66,6 +68,8 @@ class Listener:
     builder: PromptBuilder
     bank: MemoryBank | None
     santa: ml_collections.ConfigDict
+    clap_checkpoint: str | None  # None: CLAP has random weights (nothing it hears means anything)
+    step: int  # the training step of the checkpoint
 
     @classmethod
     def from_workdir(cls, workdir: str | Path, *, step: int | None = None,
@@ -89,11 +93,11 @@ class Listener:
         checkpoints.close()
         model = nnx.merge(graphdef, state.trainable, state.rngs, frozen)
         model.eval()
-        clap = (load_clap_or_random(clap_checkpoint or config.clap.checkpoint, seed=config.clap.seed)
-                if load_clap else None)
+        clap_checkpoint = clap_checkpoint or config.clap.checkpoint or None
+        clap = load_clap_or_random(clap_checkpoint, seed=config.clap.seed) if load_clap else None
         bank = MemoryBank.load(workdir / BANK_FOLDER) if (workdir / BANK_FOLDER).is_dir() else None
         builder = PromptBuilder(tokenizer, tail_length=config.data.tail_length)
-        return cls(model, tokenizer, clap, builder, bank, config.santa)
+        return cls(model, tokenizer, clap, builder, bank, config.santa, clap_checkpoint, step)
 
     def embed_audio(self, paths: Sequence[str | Path], *, batch_size: int = 8
                     ) -> tuple[np.ndarray, list[str], dict[str, str]]:
@@ -111,20 +115,28 @@ class Listener:
         dim = self.model.config.mapper.clap_dim
         return (np.concatenate(rows) if rows else np.zeros((0, dim), np.float32)), names, errors
 
-    def describe(self, audio_embeddings: np.ndarray, *, task: str = "caption", question: str | None = None,
-                 tag: str = "", santa: bool = True, generation: GenerationConfig | None = None,
-                 seed: int = 0) -> list[str]:
-        """One text per embedding, for the task's paper instruction (or the question)."""
-        instruction = instruction_for(task, question)
+    def paper_generation(self, **changes: Any) -> GenerationConfig:
+        """The paper's generation settings for this model's tokenizer, with `changes` applied."""
+        config = GenerationConfig.paper(eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.builder.pad)
+        return dataclasses.replace(config, **changes)
+
+    def describe(self, audio_embeddings: np.ndarray, *, task: str = "caption",
+                 question: str | Sequence[str] | None = None, tag: str = "", santa: bool = True,
+                 generation: GenerationConfig | None = None, seed: int = 0) -> list[str]:
+        """One text per embedding, for the task's paper instruction (or the question: one for
+        all, or one per embedding)."""
+        n = len(audio_embeddings)
+        questions = [question] * n if question is None or isinstance(question, str) else list(question)
+        if len(questions) != n:
+            raise ValueError(f"{len(questions)} questions for {n} audio embeddings")
+        instructions = [instruction_for(task, q) for q in questions]
         embeddings = jnp.asarray(audio_embeddings)
         s = self.santa
         embeddings = maybe_retrieve(self.bank if santa else None, embeddings, key=jax.random.key(seed),
                                     top_l=s.top_l, temperature=s.temperature, mix=s.mix,
                                     variant=s.variant, noise_variance=self.model.config.noise_variance)
-        n = embeddings.shape[0]
-        prompt = self.builder.inference_batch([instruction] * n, [tag] * n)
+        prompt = self.builder.inference_batch(instructions, [tag] * n)
         sequence, mask = self.model.prompt_embeddings(embeddings, prompt)
-        eos = self.tokenizer.eos_token_id
-        config = generation or GenerationConfig.paper(eos_token_id=eos, pad_token_id=self.builder.pad)
-        new = generate(self.model.llm, embeddings=sequence, attention_mask=mask, config=config)
+        new = generate(self.model.llm, embeddings=sequence, attention_mask=mask,
+                       config=generation or self.paper_generation())
         return [postprocess(self.tokenizer.decode(ids, skip_special_tokens=True)) for ids in new]

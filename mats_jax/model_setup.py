@@ -70,13 +70,18 @@ def clap_cache_name(config: ml_collections.ConfigDict) -> str:
 
 
 def clap_text_encoder(config: ml_collections.ConfigDict):
-    """(embed: ids -> [B, dim], tokenize: texts -> ids [B, width]) of the frozen CLAP.
+    """`text_encoder` of the config's CLAP (loaded, or random with a warning)."""
+    return text_encoder(load_clap_or_random(config.checkpoint, seed=config.seed))
+
+
+def text_encoder(clap: CLAP):
+    """(embed: ids -> [B, dim], tokenize: texts -> ids [B, width]) of a CLAP's text tower.
 
     `tokenize` trims the right padding to the longest text of the batch (rounded up to 32):
     with causal attention and right padding the pooled state never sees the pads, so the
     embedding is exactly the 77-token one at a fraction of the cost.
     """
-    embed = embed_text_fn(load_clap_or_random(config.checkpoint, seed=config.seed))
+    embed = embed_text_fn(clap)
 
     def tokenize(texts: list[str]) -> np.ndarray:
         ids, mask = msclap_tokenize(texts, truncate=True)

@@ -2,15 +2,12 @@
 file reported and skipped, JSONL written; Santa used when the workdir has a memory bank."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mats_jax.generate import main
 from mats_jax.listen import postprocess
-from tests.train.test_resume import command, setup  # noqa: F401  (the tiny LLM + corpus fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = sorted((ROOT.parent / "shared" / "data" / "audio" / "esc50").glob("*.wav"))[:2]
@@ -23,16 +20,8 @@ def test_postprocess_is_the_papers():
 
 
 @pytest.mark.slow
-def test_generate_from_a_trained_workdir(setup, tmp_path, capsys):
-    tmp, llm = setup
-    workdir = tmp_path / "work"
-    run = command(workdir, llm, tmp / "corpus")
-    run = [a for a in run if not a.startswith("--config.train.steps")] + ["--config.train.steps=2"]
-    subprocess.run(run, check=True, capture_output=True, cwd=ROOT)
-    subprocess.run([sys.executable, "-m", "mats_jax.memory_bank", f"--config={ROOT / 'configs' / 'default.py'}",
-                    f"--workdir={workdir}", f"--config.data.corpus={tmp / 'corpus'}",
-                    "--config.santa.bank_size=40", "--config.santa.clusters=4", "--config.santa.top_l=4"],
-                   check=True, capture_output=True, cwd=ROOT)
+def test_generate_from_a_trained_workdir(listening_workdir, tmp_path, capsys):
+    workdir = listening_workdir
     folder = tmp_path / "clips"
     folder.mkdir()
     for clip in CLIPS:

@@ -1,0 +1,62 @@
+"""An evaluation's outputs: report.json, report.md, predictions.jsonl and, for classification,
+confusion.png — written into a temporary folder that replaces the output folder only when complete."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mats_jax.convert.hf_io import atomic_directory
+
+RANDOM_CLAP_NOTE = ("CLAP weights are RANDOM (no CLAP checkpoint was given): the model cannot hear "
+                    "anything, and these numbers mean nothing beyond showing that the pipeline runs.")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"# {report['benchmark']} — {report['workdir']} (step {report['step']})", ""]
+    if report.get("note"):
+        lines += [f"**{report['note']}**", ""]
+    lines += [f"{report['examples']} examples scored; {len(report['skipped'])} clips skipped "
+              f"(no audio or unreadable). Santa: {'on' if report['santa'] else 'off'}.", "",
+              "| metric | value |", "|---|---|"]
+    lines += [f"| {name} | {value:.4f} |" for name, value in report["metrics"].items()]
+    lines += [f"| {name} | unavailable |" for name in report["unavailable"]]
+    if report["unavailable"]:
+        lines += ["", *(f"- {name}: {why}" for name, why in report["unavailable"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def confusion_plot(confusion: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no screen
+    from matplotlib import pyplot as plt
+
+    size = max(6.0, 0.22 * len(classes))
+    figure, axes = plt.subplots(figsize=(size, size))
+    axes.imshow(confusion, cmap="Blues")
+    axes.set_xticks(range(len(classes)), classes, rotation=90, fontsize=6)
+    axes.set_yticks(range(len(classes)), classes, fontsize=6)
+    axes.set_xlabel("predicted (nearest class by CLAP text similarity)")
+    axes.set_ylabel("true class")
+    axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write(out: Path, report: dict[str, Any], predictions: list[dict[str, Any]],
+          confusion: tuple[np.ndarray, Sequence[str]] | None = None) -> None:
+    with atomic_directory(out) as folder:
+        (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (folder / "report.md").write_text(markdown(report))
+        (folder / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions))
+        if confusion is not None:
+            matrix, classes = confusion
+            (folder / "confusion.json").write_text(json.dumps({"classes": list(classes),
+                                                               "matrix": matrix.tolist()}) + "\n")
+            confusion_plot(matrix, classes, folder / "confusion.png", f"{report['benchmark']} confusion")
