@@ -9,8 +9,8 @@ clap --from {msclap,hf} --source SOURCE --out DIR
     mats_jax.convert.clap.load_clap).
 mats --source SOURCE --out OUT [--config configs/mats_llama.py] [--llm DIR] [--clap DIR]
     an original MATS checkpoint (.pth, ckpt['model']) -> OUT a workdir that generate, evaluate and
-    the trainer read (the config gives the architecture; --llm/--clap its frozen parts);
-    SOURCE a workdir -> OUT an original-layout .pth.
+    the trainer read (the config gives the architecture; --llm/--clap its frozen parts).
+    `python -m mats_jax.export` goes back (original .pth or a PEFT adapter).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                            "ClapModel folder)")
     clap.add_argument("--source", type=Path, required=True)
     clap.add_argument("--out", type=Path, required=True)
-    mats = commands.add_parser("mats", help="an original MATS checkpoint (.pth) <-> a workdir")
+    mats = commands.add_parser("mats", help="an original MATS checkpoint (.pth) -> a workdir")
     mats.add_argument("--source", type=Path, required=True)
     mats.add_argument("--out", type=Path, required=True)
     mats.add_argument("--config", type=Path, default=Path("configs/mats_llama.py"),
@@ -85,10 +85,6 @@ def _convert_clap(args) -> int:
 def _convert_mats(args) -> int:
     from mats_jax.convert import mats as convert_mats  # heavy imports after argument errors
     try:
-        if args.source.is_dir():
-            convert_mats.export_mats(args.source, args.out)
-            print(f"wrote MATS checkpoint {args.out}")
-            return 0
         config = convert_mats.load_config_file(args.config)
         if args.llm:
             config.llm.checkpoint = args.llm

@@ -5,12 +5,14 @@ It holds only the trainable parts: the mapper (`audio_mapper.*`), the projector
 rotary `inv_freq`, BatchNorm statistics, GPT-2 mask buffers) are skipped; anything else is an error.
 
 `import_mats` turns such a checkpoint into a workdir (what the trainer writes), so generation,
-evaluation and fine-tuning treat it like a run of ours; `export_mats` goes back.
+evaluation and fine-tuning treat it like a run of ours; `export_mats` goes back, and `export_peft`
+writes the Hugging Face PEFT form (`python -m mats_jax.export`).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -19,9 +21,10 @@ import numpy as np
 from flax import nnx
 
 from mats_jax.convert.errors import ConversionError
-from mats_jax.convert.hf_io import read_torch_state
+from mats_jax.convert.hf_io import atomic_directory, read_torch_state, write_safetensors
 from mats_jax.convert.keymap import KeyMap, Rule, transpose
 from mats_jax.convert.llm import llama_keymap
+from mats_jax.embedded import smollm2_gguf_path
 from mats_jax.state import load_params
 
 LLAMA_PREFIX = "llama_model.base_model.model.model."
@@ -89,17 +92,54 @@ def import_mats(source: str | Path, config: ml_collections.ConfigDict, workdir: 
     checkpoints.close()
 
 
-def export_mats(workdir: str | Path, out: str | Path, step: int | None = None) -> None:
-    """A workdir's trainable parameters -> an original-layout `{'model': state_dict}` .pth."""
-    import torch
-
+def trainable_tensors(workdir: str | Path, step: int | None = None
+                      ) -> tuple[dict[str, np.ndarray], ml_collections.ConfigDict]:
+    """(a workdir's trainable parameters under the original checkpoint's keys, its config)."""
     from mats_jax.listen import Listener
+    from mats_jax.models.llama import Llama
     from mats_jax.models.mats import TRAINABLE
 
     listener = Listener.from_workdir(workdir, step=step, load_clap=False)
+    if not isinstance(listener.model.llm, Llama):
+        raise ConversionError(f"{workdir}: the original MATS layout holds LLaMA-family LLMs, "
+                              f"not {type(listener.model.llm).__name__}")
     arrays = {".".join(map(str, p)): np.asarray(v) for p, v in nnx.to_flat_state(nnx.state(listener.model, TRAINABLE))}
-    tensors = mats_keymap().to_torch(arrays)
+    config = ml_collections.ConfigDict(json.loads((Path(workdir) / "config.json").read_text()))
+    return mats_keymap().to_torch(arrays), config
+
+
+def export_mats(workdir: str | Path, out: str | Path, step: int | None = None) -> None:
+    """A workdir's trainable parameters -> an original-layout `{'model': state_dict}` .pth, which
+    the original code loads."""
+    import torch
+
+    tensors, _ = trainable_tensors(workdir, step)
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     torch.save({"model": {k: torch.from_numpy(np.array(v, copy=True)) for k, v in tensors.items()}}, tmp)
     os.replace(tmp, out)
+
+
+def export_peft(workdir: str | Path, out: str | Path, step: int | None = None) -> None:
+    """A workdir -> a folder with a PEFT LoRA adapter for the LLM (`adapter_config.json`,
+    `adapter_model.safetensors`: `PeftModel.from_pretrained(base, out)` loads it), the mapper and
+    projector in `mapper.safetensors` (original keys), and the training `config.json`."""
+    tensors, config = trainable_tensors(workdir, step)
+    llm_prefix = "llama_model."
+    adapter = {k.removeprefix(llm_prefix).replace(".default.", "."): v
+               for k, v in tensors.items() if k.startswith(llm_prefix)}
+    bridge = {k: v for k, v in tensors.items() if not k.startswith(llm_prefix)}
+    adapter_config = {
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": config.lora.rank, "lora_alpha": config.lora.alpha,
+        "lora_dropout": config.lora.dropout, "target_modules": sorted(config.lora.targets), "bias": "none",
+        "base_model_name_or_path": config.llm.checkpoint or str(smollm2_gguf_path()),
+        "fan_in_fan_out": False, "inference_mode": True,
+    }
+    with atomic_directory(out) as folder:
+        write_safetensors(folder / "adapter_model.safetensors", adapter)
+        write_safetensors(folder / "mapper.safetensors", bridge)
+        (folder / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
+        (folder / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+
+
+EXPORTERS = {"mats-torch": export_mats, "hf-peft": export_peft}

@@ -1,6 +1,7 @@
-"""`python -m mats_jax.convert mats`: the original MATS checkpoint (the golden fixture) imports into
-a workdir whose mapper and projector give the original code's outputs; export gives back the same
-tensors; a missing key is named."""
+"""`python -m mats_jax.convert mats` and `python -m mats_jax.export`: the original MATS checkpoint
+(the golden fixture) imports into a workdir whose mapper and projector give the original code's
+outputs; export gives back the same tensors; the PEFT export loads into transformers + peft and
+gives our LLM's logits; a missing key is named."""
 
 
 import jax.numpy as jnp
@@ -9,6 +10,8 @@ import pytest
 import torch
 
 from mats_jax.convert.__main__ import main
+from mats_jax.convert.hf_io import read_safetensors
+from mats_jax.export import main as export
 from mats_jax.listen import Listener
 from tests.models.test_mapper import FIXTURE
 
@@ -53,7 +56,8 @@ def test_import_reproduces_the_original_outputs_and_export_round_trips(original,
     np.testing.assert_allclose(np.asarray(listener.model.projector(mapped)),
                                fixture["expected/prefix_embeddings"], atol=1e-5, rtol=0)
 
-    assert main(["mats", "--source", str(tmp_path / "work"), "--out", str(tmp_path / "back.pth")]) == 0
+    assert export(["--workdir", str(tmp_path / "work"), "--format", "mats-torch",
+                   "--out", str(tmp_path / "back.pth")]) == 0
     back = torch.load(tmp_path / "back.pth", weights_only=True)["model"]
     kept = {k: v for k, v in state.items() if not k.startswith("ln_audio") and "inv_freq" not in k}
     assert set(back) == set(kept)
@@ -69,3 +73,30 @@ def test_a_missing_key_is_named(original, tmp_path, capsys):
     assert main(["mats", "--source", str(tmp_path / "broken.pth"), "--out", str(tmp_path / "w"),
                  "--config", str(tmp / "config.py")]) == 1
     assert "mapper.layers.1.mlp.fc2.bias" in capsys.readouterr().err
+
+
+def test_peft_export_loads_into_transformers_and_matches_our_logits(original, tmp_path):
+    import peft
+    import transformers
+
+    tmp, fixture, state = original
+    assert main(["mats", "--source", str(tmp / "mats.pth"), "--out", str(tmp_path / "work"),
+                 "--config", str(tmp / "config.py")]) == 0
+    assert export(["--workdir", str(tmp_path / "work"), "--format", "hf-peft", "--out", str(tmp_path / "peft")]) == 0
+
+    base = transformers.LlamaForCausalLM.from_pretrained(tmp / "llm", torch_dtype=torch.float32).eval()
+    ids = np.random.default_rng(0).integers(0, 49152, (2, 12))
+    with torch.no_grad():
+        without_lora = base(torch.from_numpy(ids)).logits.numpy()
+        reference = peft.PeftModel.from_pretrained(base, tmp_path / "peft").eval()
+        expected = reference(torch.from_numpy(ids)).logits.numpy()
+    assert reference.peft_config["default"].r == 2 and reference.peft_config["default"].lora_alpha == 8
+    assert np.abs(expected - without_lora).max() > 1e-3  # the adapter was loaded and acts
+    listener = Listener.from_workdir(tmp_path / "work", load_clap=False)
+    logits, _ = listener.model.llm(jnp.asarray(ids))
+    np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-4, rtol=0)
+
+    bridge = read_safetensors(tmp_path / "peft" / "mapper.safetensors")
+    assert set(bridge) == {k for k in state if k.startswith(("audio_mapper.", "audio_llama_proj."))}
+    for key, value in bridge.items():
+        np.testing.assert_array_equal(value, state[key].numpy())

@@ -1,0 +1,43 @@
+"""python -m mats_jax.export: a trained workdir back to PyTorch.
+
+    python -m mats_jax.export --workdir=DIR --format=mats-torch --out=mats.pth
+    python -m mats_jax.export --workdir=DIR --format=hf-peft --out=adapter/
+
+mats-torch  the original MATS checkpoint layout (`{'model': state_dict}` of the trainable parts:
+            mapper, projector, LoRA in peft naming), which the original code loads;
+            `python -m mats_jax.convert mats` imports it again, bit for bit.
+hf-peft     a PEFT LoRA adapter folder (`PeftModel.from_pretrained(base_llm, DIR)`), plus the mapper
+            and projector in `mapper.safetensors` (original key names) and the training config.
+Output is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mats_jax.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, required=True, help="a training workdir")
+    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    parser.add_argument("--format", required=True, choices=("mats-torch", "hf-peft"))
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    from mats_jax.convert.errors import ConversionError
+    from mats_jax.convert.mats import EXPORTERS
+
+    try:
+        EXPORTERS[args.format](args.workdir, args.out, step=args.step)
+    except (ConversionError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.format} {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
