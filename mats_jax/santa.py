@@ -155,9 +155,15 @@ def retrieve_with_noise(bank: MemoryBank, audio: jax.Array, noise: jax.Array, *,
     members = bank.members[cluster]  # [B, L_max]
     if members.shape[1] < top_l:  # room for top_l picks; the extra slots are padding
         members = jnp.concatenate([members, jnp.repeat(members[:, :1], top_l - members.shape[1], 1)], 1)
-    rows = bank.embeddings[members]  # [B, W, D]: only this cluster's texts, not the whole bank
-    to_members = (jnp.sum(a * a, -1)[:, None] - 2.0 * jnp.einsum("bd,bwd->bw", a, rows)
-                  + jnp.sum(rows * rows, -1))
+
+    def member_distances(a_and_members: tuple[jax.Array, jax.Array]) -> jax.Array:
+        """||a − t||² to one cluster's texts [W]: only that cluster's rows are read, one embedding
+        at a time, so the [W, D] block stays in cache instead of a [B, W, D] gather in memory."""
+        one, own = a_and_members
+        rows = bank.embeddings[own]
+        return jnp.sum(rows * rows, -1) - 2.0 * rows @ one
+
+    to_members = jnp.sum(a * a, -1)[:, None] + jax.lax.map(member_distances, (a, members))
     count = bank.counts[cluster][:, None]
     is_member = jnp.arange(members.shape[1])[None, :] < count
     _, order = jax.lax.top_k(jnp.where(is_member, -to_members, -jnp.inf), top_l)
