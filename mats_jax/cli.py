@@ -1,5 +1,6 @@
 """What the config-driven entry points (train, memory_bank) share: absl flag parsing that turns a
-bad --config override into one line, and `run` that reports the command's own errors likewise."""
+bad --config override into one line, joining a multi-process cluster before any device is used
+(`mats_jax.distributed`), and `run` that reports the command's own errors as one line too."""
 
 from __future__ import annotations
 
@@ -9,6 +10,17 @@ from pathlib import Path
 
 import ml_collections
 from absl import app, flags, logging
+
+from mats_jax import distributed
+
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, f"HOST:PORT of process 0, for a multi-process run (or ${distributed.ENV_COORDINATOR})")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, f"processes in the run (or ${distributed.ENV_NUM_PROCESSES})")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, f"this process, 0-based (or ${distributed.ENV_PROCESS_ID})")
+_TIMEOUT = flags.DEFINE_integer(
+    "coordinator_timeout", None,
+    f"seconds to wait for every process (default {distributed.DEFAULT_TIMEOUT_S}, or ${distributed.ENV_TIMEOUT})")
 
 
 def fail(message: str) -> None:
@@ -27,7 +39,9 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def run(command: Callable[[ml_collections.ConfigDict, Path], object], config_flag, workdir_flag,
         errors: tuple[type[Exception], ...]) -> None:
-    """app.run `command(config, workdir)`; `errors` are reported as one line, exit status 2."""
+    """app.run `command(config, workdir)` in every process of the run; `errors` (and a cluster
+    that cannot form) are reported as one line, exit status 2. Processes other than 0 log only
+    errors: process 0 speaks for the run."""
 
     def main(argv: list[str]) -> None:
         if not flags.FLAGS["verbosity"].present:  # orbax logs every file it writes at INFO
@@ -37,8 +51,13 @@ def run(command: Callable[[ml_collections.ConfigDict, Path], object], config_fla
         if config_flag.value is None or workdir_flag.value is None:
             fail("--config and --workdir are required")
         try:
+            joined = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                            _TIMEOUT.value)
+            # one process: no device is touched here, so a config error stays the only output
+            if joined.method != "single" and not distributed.is_process_zero():
+                logging.set_verbosity(logging.ERROR)
             command(config_flag.value, Path(workdir_flag.value))
-        except errors as e:
+        except (distributed.DistributedError, *errors) as e:
             fail(str(e))
 
     app.run(main, flags_parser=parse_flags)

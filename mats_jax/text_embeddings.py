@@ -4,7 +4,9 @@ MATS trains on CLAP *text* embeddings of the corpus texts; the CLAP tower is fro
 is embedded once (at 30 epochs this saves the tower's cost thirty times over) and the table also
 feeds Santa's memory bank. The table lives in a folder: `texts.json` (unique texts, in row order)
 and `embeddings.npy` [N, dim] float32, written in chunks so an interrupted run resumes where it
-stopped, and renamed into place only when complete. Batches are sharded over the mesh's data axes.
+stopped, and renamed into place only when complete. Batches are sharded over the data axes of the
+process's own devices. With several processes (a shared folder) each embeds every n-th chunk,
+process 0 assembles the table, and the others load it once it is in place.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
+
+from mats_jax import distributed
 
 EmbedFn = Callable[[np.ndarray], jax.Array]
 Tokenize = Callable[[list[str]], np.ndarray]
@@ -52,44 +56,56 @@ def build(folder: str | Path, texts: Iterable[str], encoder: Callable[[], tuple[
     """Embed the unique `texts` into `folder` (resuming from finished chunks) and load the table.
 
     `encoder()` gives (embed, tokenize); it is called only when something is left to embed, so a
-    cached table costs no CLAP at all.
+    cached table costs no CLAP at all. Every process calls this with the same texts; each runs
+    its chunks on its own devices (`mesh.local_mesh`), so no step waits for another process.
     """
     folder = Path(folder)
     if (folder / EMBEDDINGS).is_file():
         return TextEmbeddings.load(folder)
-    embed, tokenize = encoder()
     unique = sorted(set(texts))
     work = folder.with_name(folder.name + ".partial")
     work.mkdir(parents=True, exist_ok=True)
-    devices = mesh.shape["data"] * mesh.shape["fsdp"]
-    batch_size = -(-batch_size // devices) * devices
-    sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXES))
     chunk = batch_size * chunk_batches
-    chunks = []
-    with tqdm(total=len(unique), desc="CLAP text embeddings", unit="text",
-              disable=jax.process_index() != 0) as progress:
-        for start in range(0, len(unique), chunk):
-            path = work / f"chunk_{start // chunk:06d}.npy"
-            chunks.append(path)
-            texts_in_chunk = unique[start:start + chunk]
-            if not path.is_file():
-                parts = []
-                for b in range(0, len(texts_in_chunk), batch_size):
-                    batch = texts_in_chunk[b:b + batch_size]
-                    ids = tokenize(batch)
-                    padded = np.concatenate([ids, np.repeat(ids[-1:], batch_size - len(batch), 0)])
-                    out = embed(jax.device_put(padded, sharding))
-                    parts.append(np.asarray(jax.device_get(out))[:len(batch)])
-                np.save(path.with_suffix(".tmp.npy"), np.concatenate(parts).astype(np.float32))
-                os.replace(path.with_suffix(".tmp.npy"), path)
-            progress.update(len(texts_in_chunk))
-    table = np.concatenate([np.load(p) for p in chunks]) if chunks else np.zeros((0, 0), np.float32)
-    np.save(work / EMBEDDINGS, table)
-    (work / TEXTS).write_text(json.dumps(unique))
-    for p in chunks:
-        p.unlink()
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(work, folder)
-    logging.info("embedded %d unique texts into %s", len(unique), folder)
+    chunks = [work / f"chunk_{i:06d}.npy" for i in range(-(-len(unique) // chunk))]
+    mine = [i for i in range(jax.process_index(), len(chunks), jax.process_count()) if not chunks[i].is_file()]
+    if mine:
+        _embed_chunks(unique, chunks, mine, chunk, encoder, mesh.local_mesh, batch_size)
+    distributed.barrier("text embeddings: chunks")
+    if distributed.is_process_zero():
+        for path in chunks:
+            distributed.wait_for_file(path)
+        table = np.concatenate([np.load(p) for p in chunks]) if chunks else np.zeros((0, 0), np.float32)
+        np.save(work / EMBEDDINGS, table)
+        (work / TEXTS).write_text(json.dumps(unique))
+        for p in chunks:
+            p.unlink()
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(work, folder)
+        logging.info("embedded %d unique texts into %s", len(unique), folder)
+    distributed.barrier("text embeddings: table")
+    distributed.wait_for_file(folder / EMBEDDINGS)
     return TextEmbeddings.load(folder)
+
+
+def _embed_chunks(texts: list[str], paths: list[Path], indices: list[int], chunk: int,
+                  encoder: Callable[[], tuple[EmbedFn, Tokenize]], mesh: Mesh, batch_size: int) -> None:
+    """Embeds chunks `indices` of `texts` into `paths`, each written atomically."""
+    embed, tokenize = encoder()
+    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    batch_size = -(-batch_size // ways) * ways
+    sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+    total = sum(len(texts[i * chunk:(i + 1) * chunk]) for i in indices)
+    with tqdm(total=total, desc="CLAP text embeddings", unit="text", disable=not distributed.is_process_zero()) as progress:
+        for i in indices:
+            texts_in_chunk = texts[i * chunk:(i + 1) * chunk]
+            parts = []
+            for b in range(0, len(texts_in_chunk), batch_size):
+                batch = texts_in_chunk[b:b + batch_size]
+                ids = tokenize(batch)
+                padded = np.concatenate([ids, np.repeat(ids[-1:], batch_size - len(batch), 0)])
+                out = embed(jax.device_put(padded, sharding))
+                parts.append(np.asarray(jax.device_get(out))[:len(batch)])
+                progress.update(len(batch))
+            np.save(paths[i].with_suffix(".tmp.npy"), np.concatenate(parts).astype(np.float32))
+            os.replace(paths[i].with_suffix(".tmp.npy"), paths[i])

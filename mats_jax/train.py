@@ -5,6 +5,11 @@ that does not fit the devices, a batch that the data axes cannot split, or a mis
 path fails before any work. Restarting with the same --workdir resumes exactly where the last
 checkpoint left off (model, optimiser, data order); SIGTERM saves a checkpoint and exits.
 
+The same command runs as every process of a multi-host run (launch/): each process reads only
+the rows of each batch its devices hold, process 0 alone writes logs, metrics and caches into
+the shared workdir, and the losses are those of one process driving all the devices. A
+checkpoint restores onto any number of processes and devices.
+
 The trainer reads top to bottom: check the config, build the mesh, the model and the data, create
 or restore the state, then loop (step, log, evaluate, checkpoint).
 """
@@ -22,9 +27,11 @@ import ml_collections
 import numpy as np
 from absl import flags
 from flax import nnx
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
-from mats_jax import checkpointing, cli, optim, text_embeddings, train_step
+from mats_jax import checkpointing, cli, distributed, optim, text_embeddings, train_step
 from mats_jax.data import pipeline
 from mats_jax.generation import GenerationConfig, generate
 from mats_jax.metrics import MetricsWriter
@@ -43,14 +50,14 @@ class ConfigError(ValueError):
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Everything that can be checked before loading anything."""
     t = config.train
-    if t.batch_size % (t.grad_accum * jax.process_count()):
-        raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by train.grad_accum "
-                          f"{t.grad_accum} × {jax.process_count()} processes")
+    if t.batch_size % t.grad_accum:
+        raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by train.grad_accum {t.grad_accum}")
     micro = t.batch_size // t.grad_accum
     try:
         mesh = make_mesh(config.mesh)
     except ValueError as e:
-        raise ConfigError(str(e)) from None
+        processes = f" ({jax.process_count()} processes × {jax.local_device_count()} devices)" if jax.process_count() > 1 else ""
+        raise ConfigError(f"{e}{processes}") from None
     data_ways = mesh.shape["data"] * mesh.shape["fsdp"]
     if micro % data_ways:
         raise ConfigError(f"micro-batch {micro} (train.batch_size / train.grad_accum) is not divisible "
@@ -66,28 +73,45 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 
 class StopOnSignal:
-    """Turns SIGTERM (preemption) into a flag the loop checks after each step."""
+    """Turns SIGTERM (preemption) into a stop after a step that every process agrees on.
+
+    One process: a Python handler sets a flag the loop checks after each step. Several: jax's
+    preemption sync manager (started by jax.distributed.initialize) catches SIGTERM in any
+    process and names the same step to all of them; stopping at different steps would leave the
+    collective checkpoint waiting for processes that have left.
+    """
 
     def __init__(self):
         self.requested = False
+        self.multiprocess = jax.process_count() > 1
 
     def __enter__(self):
-        self.previous = signal.signal(signal.SIGTERM, self._handle)
+        if not self.multiprocess:
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
         return self
 
     def _handle(self, signum, frame):
         logging.warning("SIGTERM: saving a checkpoint after this step, then stopping")
         self.requested = True
 
+    def should_stop(self, step: int) -> bool:
+        """Call once after every step (all processes, from the same first step)."""
+        if self.multiprocess:
+            self.requested = self.requested or multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
+
     def __exit__(self, *exc):
-        signal.signal(signal.SIGTERM, self.previous)
+        if not self.multiprocess:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
     check_config(config)
     workdir.mkdir(parents=True, exist_ok=True)
-    if jax.process_index() == 0:  # what generation and evaluation rebuild the model from
+    if distributed.is_process_zero():  # what generation and evaluation rebuild the model from
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    distributed.barrier("config written")
+    distributed.wait_for_file(workdir / "config.json")  # the workdir is shared, or this fails clearly
     mesh = make_mesh(config.mesh)
     rules = tuple(tuple(rule) for rule in config.sharding_rules)
     t = config.train
@@ -97,8 +121,9 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
     builder = PromptBuilder(tokenizer, tail_length=config.data.tail_length,
                             max_answer_tokens=config.data.max_answer_tokens)
 
-    # Data: the prepared corpus, its CLAP text embeddings (cached), per-host iterators.
-    corpus_dir = prepare_corpus(config.data, workdir)
+    # Data: the prepared corpus, its CLAP text embeddings (cached), this process's share of each batch.
+    with distributed.process_zero_first("corpus"):
+        corpus_dir = prepare_corpus(config.data, workdir)
     manifest = pipeline.load_manifest(corpus_dir)
     all_texts = (record.text for record in pipeline.all_records(corpus_dir, manifest))
     table = text_embeddings.build(corpus_dir / "clap_text_embeddings" / clap_cache_name(config.clap),
@@ -109,11 +134,11 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
                                        [r.answer for r in records])
         return batch, table.lookup([r.text for r in records])
 
-    hosts = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    micro_per_host = t.batch_size // t.grad_accum // jax.process_count()
+    micro = t.batch_size // t.grad_accum
+    shard, shards = distributed.batch_shard(NamedSharding(mesh, PartitionSpec(train_step.BATCH_AXES)), micro)
     train_data = pipeline.make_iterator(corpus_dir, sources=dict(config.data.sources), split="train",
-                                        batch_size=micro_per_host, seed=config.data.seed,
-                                        batch_fn=to_arrays, **hosts)
+                                        batch_size=micro, seed=config.data.seed, batch_fn=to_arrays,
+                                        shard_index=shard, shard_count=shards)
     val_records = pipeline.first_records(corpus_dir, source=config.data.val_source, split="val",
                                          count=config.eval.batches * config.eval.batch_size)
 
@@ -136,12 +161,22 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
     eval_fn = train_step.make_eval_step(graphdef, state_sharding=state_sharding,
                                         frozen_sharding=frozen_sharding, batch_sharding=batch_sharding)
 
-    def global_batch(micro_batches):
+    def global_batch(micro_batches, rows: int = micro):
+        """One step's Batch from this process's share of each micro-batch: the shared head [H]
+        as is, the row-sharded fields [A, b, ...] placed as rows of [A, rows, ...]."""
         local = train_step.Batch.from_micro_batches([b for b, _ in micro_batches], [c for _, c in micro_batches])
-        return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)),
-                            local, batch_sharding)
+        return jax.tree.map(
+            lambda x, s: jax.make_array_from_process_local_data(
+                s, np.asarray(x), x.shape if x.ndim == 1 else (x.shape[0], rows, *x.shape[2:])),
+            local, batch_sharding)
 
-    val_batches = [global_batch([to_arrays(val_records[i:i + config.eval.batch_size])])
+    def val_batch(records):
+        """Every process holds all validation records; each places the rows its devices hold."""
+        size = len(records)
+        lo, hi = (size * shard // shards, size * (shard + 1) // shards)
+        return global_batch([to_arrays(records[lo:hi])], rows=size)
+
+    val_batches = [val_batch(val_records[i:i + config.eval.batch_size])
                    for i in range(0, len(val_records), config.eval.batch_size)]
 
     def evaluate(step: int) -> None:
@@ -188,9 +223,10 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
                 writer.scalars(done, metrics)
             if done % config.eval.every == 0 or done == t.steps:
                 evaluate(done)
-            if done % t.checkpoint_every == 0 or done == t.steps or stop.requested:
+            stopping = stop.should_stop(done)
+            if done % t.checkpoint_every == 0 or done == t.steps or stopping:
                 checkpoints.save(done, state, train_data)  # the iterator stands at batch done+1
-            if stop.requested:
+            if stopping:
                 break
             if done < t.steps:
                 batch = global_batch([next(train_data) for _ in range(t.grad_accum)])

@@ -1,22 +1,26 @@
-"""Reading a prepared corpus: per-host shards, per-source mixing, shuffling, checkpointable order.
+"""Reading a prepared corpus: per-source mixing, shuffling, per-process shards of each batch,
+checkpointable order.
 
 The pipeline is a grain ``MapDataset`` (random access by index), so the whole position of the
 stream is one integer: the iterator state saved with a checkpoint is tiny and restoring it
 replays exactly the batches that would have come next. For each source (of one split):
 
-1. **shard** -- host ``i`` of ``n`` takes records ``i, i+n, i+2n, ...``: the hosts' shards are
-   disjoint and together hold every record once;
-2. **shuffle** -- a global permutation of the host's shard, seeded by ``seed`` and the source
-   name (adding a source does not reorder the others), different in every epoch;
-3. **repeat** -- ``num_epochs`` passes, or forever (``None``).
+1. **shuffle** -- a global permutation of the source, seeded by ``seed`` and the source name
+   (adding a source does not reorder the others), different in every epoch;
+2. **repeat** -- ``num_epochs`` passes, or forever (``None``).
 
 The sources are then interleaved by their normalised weights (grain's deterministic mixture:
 weights become integers, the smallest 100, and the interleaving repeats with that period, so
-ratios are exact to 1% over any few hundred records, not only on average), batched, decoded.
-With finite epochs the mixture ends when its first source runs out, as in grain; a single
-source gives exactly ``num_epochs`` passes, which is what evaluation wants. ``batch_size`` is
-per host. :func:`first_records` and :func:`all_records` read in stored order, unsharded (a
-fixed validation set; every text, to embed once).
+ratios are exact to 1% over any few hundred records, not only on average) into one global
+stream, cut into global batches of ``batch_size`` records. With ``shard_count`` > 1 a process
+reads only shard ``shard_index`` of every global batch (rows ``[i·b, (i+1)·b)``, b =
+``batch_size / shard_count``, the rows its devices hold): the shards are disjoint, together they
+are the global batch, and the global stream does not depend on how many processes read it. So
+two processes produce exactly the batches of one, and the iterator state (the global batch
+index) restores onto any number of processes. With finite epochs the mixture ends when its first
+source runs out, as in grain; a single source gives exactly ``num_epochs`` passes, which is what
+evaluation wants. :func:`first_records` and :func:`all_records` read in stored order, unsharded
+(a fixed validation set; every text, to embed once).
 """
 
 from __future__ import annotations
@@ -52,9 +56,10 @@ def load_manifest(corpus_dir: str | Path) -> dict:
 class CorpusIterator(grain.DatasetIterator):
     """A grain iterator whose state also records the pipeline's configuration.
 
-    Restoring a state saved under another configuration (sources, weights, seed, batch size,
-    host count, corpus sizes, ...) would silently give a different order, so it is an error.
-    Being a ``grain.DatasetIterator``, it checkpoints with grain's orbax handler as is.
+    Restoring a state saved under another configuration (sources, weights, seed, global batch
+    size, corpus sizes, ...) would silently give a different order, so it is an error; the shard
+    is not part of it (every shard stands at the same global batch). The state is plain JSON,
+    the same in every process: a checkpoint stores it once.
     """
 
     def __init__(self, parent: grain.DatasetIterator, config: dict[str, Any]):
@@ -82,33 +87,37 @@ def make_iterator(
     split: str,
     batch_size: int,
     seed: int,
-    process_index: int,
-    process_count: int,
+    shard_index: int = 0,
+    shard_count: int = 1,
     shuffle: bool = True,
     num_epochs: int | None = None,
     drop_remainder: bool = False,
     batch_fn: Callable[[list[Record]], Any] = list,
 ) -> CorpusIterator:
-    """An iterator of batches of Records of one split of a prepared corpus (see module doc).
+    """An iterator of (this shard of) batches of Records of one split of a prepared corpus (see
+    module doc).
 
     Args:
       corpus_dir: output of :mod:`mats_jax.data.prepare`.
       sources: source name -> mixing weight (normalised; a weight of 0 leaves the source out).
       split: e.g. ``train`` or ``val``.
-      batch_size: records per batch on this host.
+      batch_size: records per global batch, over all shards.
       seed: shuffle seed (0 <= seed < 2**32).
-      process_index, process_count: this host and the number of hosts (``jax.process_index()``,
-        ``jax.process_count()``), required so that no host reads another's data by accident.
-      shuffle: permute each source's shard (per epoch); off for evaluation.
+      shard_index, shard_count: which equal share of each global batch this process reads
+        (``mats_jax.distributed.batch_shard``); it reads ``batch_size / shard_count`` records
+        per batch and nothing else.
+      shuffle: permute each source (per epoch); off for evaluation.
       num_epochs: passes over each source, or None for an endless stream.
-      drop_remainder: drop a last, short batch (finite epochs only).
+      drop_remainder: drop a last, short global batch (finite epochs only). Without it, a last,
+        short global batch is cut into shards as far as its records go (later shards may get
+        a shorter batch or none).
       batch_fn: turns each batch (a list of Records) into what the trainer consumes, e.g.
         token arrays; runs in grain's reader threads.
     """
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index {shard_index} is not in [0, {shard_count})")
+    if batch_size < 1 or batch_size % shard_count:
+        raise ValueError(f"batch_size {batch_size} must be a positive multiple of shard_count {shard_count}")
     if any(w < 0 for w in sources.values()):
         raise ValueError(f"negative mixing weight in {dict(sources)}")
     weights = {name: float(w) for name, w in sources.items() if w > 0}
@@ -126,17 +135,17 @@ def make_iterator(
             have = sorted(f"{s}/{sp}" for s, splits in manifest["sources"].items() for sp in splits)
             raise KeyError(f"{corpus_dir} has no {name}/{split}; it has {', '.join(have)}")
         counts[name] = entry["count"]
-        if entry["count"] < process_count:
-            raise ValueError(f"{name}/{split} has {entry['count']} records, fewer than the {process_count} hosts")
         ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource([str(corpus_dir / entry["path"])]))
-        ds = ds[process_index::process_count]
         if shuffle:
             ds = ds.shuffle(seed=_source_seed(seed, name))
         parts.append(ds.repeat(num_epochs))
     ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, list(weights.values()))
-    ds = ds.batch(
-        batch_size, drop_remainder=drop_remainder, batch_fn=lambda raw: batch_fn([Record.from_json(r) for r in raw])
-    )
+    if drop_remainder and num_epochs is not None:
+        ds = ds[: len(ds) // batch_size * batch_size]
+    # shard i of global batch k is local batch k·count + i: batching is lazy, so a process
+    # reads the records of its own shards only
+    ds = ds.batch(batch_size // shard_count, batch_fn=lambda raw: batch_fn([Record.from_json(r) for r in raw]))
+    ds = ds[shard_index::shard_count]
     config = {
         "sources": weights,
         "counts": counts,
@@ -146,7 +155,6 @@ def make_iterator(
         "shuffle": shuffle,
         "num_epochs": num_epochs,
         "drop_remainder": drop_remainder,
-        "process": [process_index, process_count],
     }
     return CorpusIterator(iter(ds.to_iter_dataset(READ_OPTIONS)), config)
 

@@ -154,8 +154,29 @@ class KVCache:
         return KVCache(take(self.keys), take(self.values))
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """Grouped-query attention. q [B,T,N,H], k/v [B,S,K,H] with N a multiple of K, mask [B,T,S]."""
+def cudnn_attention_fits(dtype: Dtype, head_dim: int, query_length: int, key_length: int,
+                         backend: str | None = None) -> bool:
+    """Whether cuDNN's fused (flash) attention takes these shapes: a GPU, bf16/f16, a head dim
+    that is a multiple of 8 up to 128 (every GPU generation; Hopper allows more), and even
+    lengths (the mask travels as a bias, whose gradient kernels need them)."""
+    return ((backend or jax.default_backend()) == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+            and head_dim % 8 == 0 and head_dim <= 128 and query_length % 2 == 0 and key_length % 2 == 0)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, implementation: str | None = None
+              ) -> jax.Array:
+    """Grouped-query attention. q [B,T,N,H], k/v [B,S,K,H] with N a multiple of K, mask [B,T,S].
+
+    `implementation`: "einsum" (below: f32 scores and softmax, what CPU and TPU run), "cudnn" or
+    "xla" (`jax.nn.dot_product_attention`'s fused cuDNN kernel, or its XLA reference), or None:
+    cuDNN where `cudnn_attention_fits`, else einsum. A fully masked query row attends uniformly
+    in every implementation.
+    """
+    if implementation is None:
+        fits = cudnn_attention_fits(q.dtype, q.shape[-1], q.shape[1], k.shape[1])
+        implementation = "cudnn" if fits else "einsum"
+    if implementation != "einsum":
+        return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation=implementation)
     b, t, n, h = q.shape
     kv_heads = k.shape[2]
     q = q.reshape(b, t, kv_heads, n // kv_heads, h)

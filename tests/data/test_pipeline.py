@@ -1,4 +1,5 @@
-"""Reading: per-host shards, mixing ratios, deterministic shuffling, resumable iterator state."""
+"""Reading: per-process shards of each batch, mixing ratios, deterministic shuffling, resumable
+iterator state."""
 
 import collections
 import json
@@ -13,7 +14,7 @@ WEIGHTS = {"alpha": 5, "beta": 3, "gamma": 2}
 
 
 def iterator(corpus, **kwargs):
-    args = dict(sources=WEIGHTS, split="train", batch_size=32, seed=0, process_index=0, process_count=1) | kwargs
+    args = dict(sources=WEIGHTS, split="train", batch_size=32, seed=0) | kwargs
     return make_iterator(corpus, **args)
 
 
@@ -21,20 +22,28 @@ def texts(batches):
     return [r.text for batch in batches for r in batch]
 
 
-def test_host_shards_are_disjoint_and_complete(synthetic_corpus):
+def test_shards_are_disjoint_and_complete(synthetic_corpus):
     for source, (n, _) in SIZES.items():
-        shards = [
-            texts(iterator(synthetic_corpus, sources={source: 1}, num_epochs=1, process_index=i, process_count=3))
-            for i in range(3)
-        ]
-        assert [len(s) for s in shards] == [n // 3 + (i < n % 3) for i in range(3)]
+        shards = [texts(iterator(synthetic_corpus, sources={source: 1}, num_epochs=1, batch_size=30,
+                                 shard_index=i, shard_count=3))
+                  for i in range(3)]
         together = [t for s in shards for t in s]
         assert len(together) == len(set(together)) == n
         assert set(together) == {f"{source} train {i}" for i in range(n)}
 
 
+def test_shards_of_each_batch_are_the_unsharded_batch(synthetic_corpus):
+    """The global stream does not depend on how many processes read it."""
+    whole = iterator(synthetic_corpus, batch_size=12)
+    shards = [iterator(synthetic_corpus, batch_size=12, shard_index=i, shard_count=3) for i in range(3)]
+    for _ in range(30):
+        parts = [next(s) for s in shards]
+        assert [len(p) for p in parts] == [4, 4, 4]
+        assert [r for p in parts for r in p] == next(whole)
+
+
 def test_mixing_ratios_hold_within_two_percent(synthetic_corpus):
-    it = iterator(synthetic_corpus, batch_size=100, process_index=1, process_count=2)
+    it = iterator(synthetic_corpus, batch_size=200, shard_index=1, shard_count=2)
     batches = [next(it) for _ in range(101)]
     it.close()
     counts = collections.Counter(r.source for batch in batches[:100] for r in batch)
@@ -81,7 +90,19 @@ def test_resume_from_saved_state_reproduces_the_rest_exactly(synthetic_corpus):
     with pytest.raises(ValueError, match="saved with config"):
         iterator(synthetic_corpus, seed=8).set_state(state)
     with pytest.raises(ValueError, match="saved with config"):
-        iterator(synthetic_corpus, seed=7, process_count=2).set_state(state)
+        iterator(synthetic_corpus, seed=7, batch_size=64).set_state(state)
+
+
+def test_state_restores_onto_another_number_of_shards(synthetic_corpus):
+    two = [iterator(synthetic_corpus, seed=7, batch_size=32, shard_index=i, shard_count=2) for i in range(2)]
+    for _ in range(5):
+        for shard in two:
+            next(shard)
+    states = [json.loads(json.dumps(shard.get_state())) for shard in two]
+    assert states[0] == states[1]  # one state for all processes: a checkpoint stores it once
+    one = iterator(synthetic_corpus, seed=7, batch_size=32)
+    one.set_state(states[0])
+    assert next(one) == next(two[0]) + next(two[1])
 
 
 def test_finite_epochs_and_batch_hook(synthetic_corpus):
@@ -94,28 +115,27 @@ def test_finite_epochs_and_batch_hook(synthetic_corpus):
 
 
 def test_argument_errors(synthetic_corpus, tmp_path):
-    with pytest.raises(ValueError, match="process_index"):
-        iterator(synthetic_corpus, process_index=3, process_count=3)
-    with pytest.raises(ValueError, match="fewer than"):
-        iterator(synthetic_corpus, sources={"gamma": 1}, split="val", process_count=11, process_index=0)
+    with pytest.raises(ValueError, match="shard_index"):
+        iterator(synthetic_corpus, shard_index=3, shard_count=3)
+    with pytest.raises(ValueError, match="multiple of shard_count 3"):
+        iterator(synthetic_corpus, batch_size=32, shard_count=3)
     with pytest.raises(FileNotFoundError, match="prepare the corpus first"):
         iterator(tmp_path)
 
 
 def test_state_saves_and_restores_with_an_orbax_checkpoint(synthetic_corpus, tmp_path):
-    """The iterator is a grain DatasetIterator, so grain's orbax handler checkpoints it as is."""
-    grain = pytest.importorskip("grain")
+    """As `mats_jax.checkpointing` stores it: the state as one JSON item beside the model."""
     ocp = pytest.importorskip("orbax.checkpoint")
     it = iterator(synthetic_corpus, seed=3)
     for _ in range(5):
         next(it)
     with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
-        manager.save(5, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+        manager.save(5, args=ocp.args.Composite(data=ocp.args.JsonSave(it.get_state())))
         manager.wait_until_finished()
     rest = [next(it) for _ in range(3)]
     restored = iterator(synthetic_corpus, seed=3)
     with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
-        manager.restore(5, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(restored)))
+        restored.set_state(manager.restore(5, args=ocp.args.Composite(data=ocp.args.JsonRestore())).data)
     assert [next(restored) for _ in range(3)] == rest
 
 

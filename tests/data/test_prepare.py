@@ -16,7 +16,7 @@ from .conftest import DATA_ROOT, REPO, SIZES, requires_data, synthetic_records
 
 def read_all(corpus, source, split):
     it = make_iterator(
-        corpus, sources={source: 1}, split=split, batch_size=64, seed=0, process_index=0, process_count=1,
+        corpus, sources={source: 1}, split=split, batch_size=64, seed=0,
         shuffle=False, num_epochs=1,
     )
     return [r for batch in it for r in batch]
