@@ -20,7 +20,7 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from mats_jax import cli, text_embeddings
+from mats_jax import cli, distributed, text_embeddings
 from mats_jax.data import pipeline
 from mats_jax.model_setup import clap_cache_name, clap_text_encoder, prepare_corpus
 from mats_jax.santa import build_bank
@@ -55,7 +55,8 @@ def build(config: ml_collections.ConfigDict, workdir: Path) -> Path:
     if config.data.corpus and not Path(config.data.corpus).exists():
         raise BankError(f"data.corpus: {config.data.corpus} does not exist")
     workdir.mkdir(parents=True, exist_ok=True)
-    corpus_dir = prepare_corpus(config.data, workdir)
+    with distributed.process_zero_first("corpus"):
+        corpus_dir = prepare_corpus(config.data, workdir)
     try:
         manifest = pipeline.load_manifest(corpus_dir)
     except (FileNotFoundError, ValueError) as e:
@@ -84,9 +85,11 @@ def build(config: ml_collections.ConfigDict, workdir: Path) -> Path:
                  s["clusters"], s["iterations"], time.perf_counter() - start, counts.min(), counts.max(),
                  int((counts == 0).sum()))
     out = workdir / BANK_FOLDER
-    bank.save(out, {"texts": chosen, "clap": clap_cache_name(config.clap), "corpus": str(corpus_dir),
-                    "santa": s})
-    logging.info("saved the memory bank to %s", out)
+    if distributed.is_process_zero():  # every process computed the same bank; one writes it
+        bank.save(out, {"texts": chosen, "clap": clap_cache_name(config.clap), "corpus": str(corpus_dir),
+                        "santa": s})
+        logging.info("saved the memory bank to %s", out)
+    distributed.barrier("memory bank saved")
     return out
 
 
