@@ -18,32 +18,43 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture(scope="session")
-def listening_workdir(tmp_path_factory):
+def tiny_run(tmp_path_factory):
+    """(folder, tiny LLaMA folder, prepared corpus of 60 train and 8 val records): what the
+    end-to-end trainer tests train on in seconds."""
+    from pathlib import Path
+
+    from mats_jax.data import prepare
+    from mats_jax.data.rows import read_jsonl
+    from tests.convert.test_llm_convert import tiny_llama_folder
+
+    shipped = Path(__file__).resolve().parents[1] / "mats_jax" / "corpus"
+    tmp = tmp_path_factory.mktemp("tiny_run")
+    llm = tiny_llama_folder(tmp / "llm")
+    train, val = tmp / "train.jsonl", tmp / "val.jsonl"
+    lines = (shipped / "train.jsonl").read_text().splitlines()
+    train.write_text("\n".join(lines[:40] + lines[-20:]) + "\n")
+    val.write_text("\n".join((shipped / "val.jsonl").read_text().splitlines()[:8]) + "\n")
+    prepare.prepare(tmp / "corpus", [("train", read_jsonl(train)), ("val", read_jsonl(val))])
+    return tmp, llm, tmp / "corpus"
+
+
+@pytest.fixture(scope="session")
+def listening_workdir(tiny_run):
     """A tiny trained workdir (2 steps, a tiny LLaMA, random CLAP) with a Santa memory bank: what
     the listening entry points (generate, evaluate, export) read."""
     import subprocess
     import sys
     from pathlib import Path
 
-    from mats_jax.data import prepare
-    from mats_jax.data.rows import read_jsonl
-    from tests.convert.test_llm_convert import tiny_llama_folder
     from tests.train.test_resume import command
 
     root = Path(__file__).resolve().parents[1]
-    tmp = tmp_path_factory.mktemp("listening")
-    llm = tiny_llama_folder(tmp / "llm")
-    corpus = root / "mats_jax" / "corpus"
-    train, val = tmp / "train.jsonl", tmp / "val.jsonl"
-    lines = (corpus / "train.jsonl").read_text().splitlines()
-    train.write_text("\n".join(lines[:40] + lines[-20:]) + "\n")
-    val.write_text("\n".join((corpus / "val.jsonl").read_text().splitlines()[:8]) + "\n")
-    prepare.prepare(tmp / "corpus", [("train", read_jsonl(train)), ("val", read_jsonl(val))])
-    workdir = tmp / "work"
-    run = [a for a in command(workdir, llm, tmp / "corpus") if not a.startswith("--config.train.steps")]
+    tmp, llm, corpus = tiny_run
+    workdir = tmp / "listening"
+    run = [a for a in command(workdir, llm, corpus) if not a.startswith("--config.train.steps")]
     subprocess.run(run + ["--config.train.steps=2"], check=True, capture_output=True, cwd=root)
     subprocess.run([sys.executable, "-m", "mats_jax.memory_bank", f"--config={root / 'configs' / 'default.py'}",
-                    f"--workdir={workdir}", f"--config.data.corpus={tmp / 'corpus'}",
+                    f"--workdir={workdir}", f"--config.data.corpus={corpus}",
                     "--config.santa.bank_size=40", "--config.santa.clusters=4", "--config.santa.top_l=4"],
                    check=True, capture_output=True, cwd=root)
     return workdir

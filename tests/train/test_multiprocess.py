@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.test_resume import command, losses, setup  # noqa: F401 (setup is a fixture)
+from tests.train.test_resume import command, losses
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch" / "local_multiprocess.sh"
@@ -28,9 +28,8 @@ def val_losses(workdir: Path) -> dict[int, float]:
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one_and_their_checkpoint_resumes_in_one(setup, tmp_path):  # noqa: F811
-    tmp, llm = setup
-    corpus = tmp / "corpus"
+def test_two_processes_train_like_one_and_their_checkpoint_resumes_in_one(tiny_run, tmp_path):
+    _, llm, corpus = tiny_run
     two = tmp_path / "two"
     # 200 steps that a preemption cuts short; warmup is 20 steps, so the learning rate of every
     # step compared here does not depend on the planned total

@@ -10,24 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mats_jax.data import prepare
-from mats_jax.data.rows import read_jsonl
-from tests.convert.test_llm_convert import tiny_llama_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 150
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("resume")
-    llm = tiny_llama_folder(tmp / "llm")
-    train, val = tmp / "train.jsonl", tmp / "val.jsonl"
-    lines = (ROOT / "mats_jax" / "corpus" / "train.jsonl").read_text().splitlines()
-    train.write_text("\n".join(lines[:40] + lines[-20:]) + "\n")
-    val.write_text("\n".join((ROOT / "mats_jax" / "corpus" / "val.jsonl").read_text().splitlines()[:8]) + "\n")
-    prepare.prepare(tmp / "corpus", [("train", read_jsonl(train)), ("val", read_jsonl(val))])
-    return tmp, llm
 
 
 def command(workdir, llm, corpus, *extra):
@@ -45,8 +30,8 @@ def losses(workdir: Path) -> dict[int, float]:
 
 
 @pytest.mark.slow
-def test_sigterm_then_restart_reproduces_the_uninterrupted_run(setup):
-    tmp, llm = setup
+def test_sigterm_then_restart_reproduces_the_uninterrupted_run(tiny_run):
+    tmp, llm, _ = tiny_run
     subprocess.run(command(tmp / "a", llm, tmp / "corpus"), check=True, capture_output=True, cwd=ROOT)
     reference = losses(tmp / "a")
     assert sorted(reference) == list(range(1, STEPS + 1))
