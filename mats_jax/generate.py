@@ -1,7 +1,8 @@
 """python -m mats_jax.generate: describe, tag or answer questions about audio with a trained MATS.
 
     python -m mats_jax.generate --workdir=workdirs/default --audio clips/ --out captions.jsonl
-    python -m mats_jax.generate --workdir=DIR --audio dog.wav --task cla_label --tag "[single event]"
+    python -m mats_jax.generate --checkpoint=DIR/checkpoints/100 --audio dog.wav --task cla_label \
+        --tag "[single event]"
     python -m mats_jax.generate --workdir=DIR --audio rain.wav --task QA --question "Is it raining?"
 
 Prints `file<TAB>text` per file (and writes JSONL with --out), in batches, with the paper's
@@ -21,7 +22,9 @@ from pathlib import Path
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mats_jax.generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, required=True, help="a training workdir")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--workdir", type=Path, help="a training workdir (its latest checkpoint, or --step)")
+    model.add_argument("--checkpoint", type=Path, help="one checkpoint: WORKDIR/checkpoints/STEP")
     parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     parser.add_argument("--audio", type=Path, required=True, help="an audio file or a folder of them")
     parser.add_argument("--task", default="caption", choices=("caption", "cla_label", "music_caption", "QA"))
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         distributed.initialize()  # the processes of a multi-host job (launch/) join before any device is used
         instruction_for(args.task, args.question)
         files = audio_files(args.audio)
-        listener = Listener.from_workdir(args.workdir, step=args.step, clap_checkpoint=args.clap)
+        listener = (Listener.from_checkpoint(args.checkpoint, clap_checkpoint=args.clap) if args.checkpoint
+                    else Listener.from_workdir(args.workdir, step=args.step, clap_checkpoint=args.clap))
     except (AudioError, ConversionError, distributed.DistributedError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

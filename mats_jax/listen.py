@@ -99,6 +99,14 @@ class Listener:
         builder = PromptBuilder(tokenizer, tail_length=config.data.tail_length)
         return cls(model, tokenizer, clap, builder, bank, config.santa, clap_checkpoint, step)
 
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, **kwargs: Any) -> "Listener":
+        """`from_workdir` for one checkpoint folder, WORKDIR/checkpoints/STEP."""
+        checkpoint = Path(checkpoint)
+        if not (checkpoint.name.isdigit() and checkpoint.parent.name == "checkpoints"):
+            raise FileNotFoundError(f"{checkpoint}: not a checkpoint folder (WORKDIR/checkpoints/STEP)")
+        return cls.from_workdir(checkpoint.parent.parent, step=int(checkpoint.name), **kwargs)
+
     def embed_audio(self, paths: Sequence[str | Path], *, batch_size: int = 8
                     ) -> tuple[np.ndarray, list[str], dict[str, str]]:
         """(CLAP audio embeddings [N, dim], the N files embedded, {bad file: reason})."""

@@ -38,3 +38,9 @@ def test_generate_from_a_trained_workdir(listening_workdir, tmp_path, capsys):
     assert main(["--workdir", str(tmp_path / "nowhere"), "--audio", str(folder)]) == 1
     assert main(["--workdir", str(workdir), "--audio", str(folder), "--task", "QA"]) == 1
     assert "needs a question" in capsys.readouterr().err
+
+    # one checkpoint folder names the model as well as the workdir does
+    assert main(["--checkpoint", str(workdir / "checkpoints" / "2"), "--audio", str(CLIPS[0]), "--no-santa"]) == 0
+    assert capsys.readouterr().out.startswith(str(CLIPS[0]))
+    assert main(["--checkpoint", str(workdir), "--audio", str(CLIPS[0])]) == 1
+    assert "not a checkpoint folder" in capsys.readouterr().err
