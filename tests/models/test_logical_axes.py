@@ -35,3 +35,14 @@ def test_state_shardings_cover_the_model():
     specs = {".".join(map(str, p)): s.spec for p, s in nnx.to_flat_state(shardings)}
     assert specs["layers.0.mlp.up_proj.kernel"] == PartitionSpec("fsdp", "tensor")
     assert len(specs) == len(flat_params(model))
+
+
+def test_a_dimension_its_mesh_axes_do_not_divide_is_replicated():
+    """jit takes only even shards: TINY's 211-token vocabulary (like Vicuna's 32001) stays whole
+    over tensor=2, and everything else is split as the rules say."""
+    mesh = jax.sharding.AbstractMesh((1, 2, 2), ("data", "fsdp", "tensor"))
+    shardings = state_shardings(nnx.state(build_model("llama", TINY), nnx.Param), mesh)
+    specs = {".".join(map(str, p)): s.spec for p, s in nnx.to_flat_state(shardings)}
+    assert specs["embed_tokens.embedding"] == PartitionSpec(None, "fsdp")
+    assert specs["lm_head.kernel"] == PartitionSpec("fsdp", None)
+    assert specs["layers.0.mlp.up_proj.kernel"] == PartitionSpec("fsdp", "tensor")
