@@ -11,9 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mats_jax.models.mats import inject_noise
-from mats_jax.santa import MemoryBank, build_bank, kmeans, maybe_retrieve, member_table, perturb, retrieve, \
-    retrieve_with_noise
+from mats_jax.models.mats import inject_noise, perturb
+from mats_jax.santa import MemoryBank, build_bank, kmeans, maybe_retrieve, member_table, retrieve, retrieve_with_noise
 
 ROOT = Path(__file__).resolve().parents[1]
 
