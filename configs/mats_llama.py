@@ -6,11 +6,14 @@ AdamW (0.9, 0.999), weight decay 0.05, peak LR 3e-5, 3000 warmup steps then cosi
     python -m mats_jax.convert llm PATH/vicuna-7b-v1.5 ckpt/vicuna --add-pad-token "[PAD]"
     python -m mats_jax.convert clap --from msclap --source CLAP_weights_2023.pth --out ckpt/clap
     python -m mats_jax.data.prepare --sources audiocaps,clotho,audioset,esc50,... --data-root DATA --out corpus/
-    python -m mats_jax.train --config=configs/mats_llama.py --workdir=gs://BUCKET/mats_llama \
+    python -m mats_jax.train --config=configs/mats_llama.py --workdir=workdirs/mats_llama \
         --config.llm.checkpoint=ckpt/vicuna --config.clap.checkpoint=ckpt/clap --config.data.corpus=corpus/
 
 Expect: the paper reports ~70 A100-hours (2×A100, 35 h); on a pod the batch is sharded over
-data×fsdp. The full AudioTIA-5M corpus is not public; the sources here are what can be rebuilt.
+data×fsdp (launch/tpu_pod.sh mounts a bucket as the shared workdir). The full AudioTIA-5M corpus
+is not public; the sources here are what can be rebuilt. LoRA dropout draws its masks from the
+accelerator's own generator ("rbg"), not threefry, whose bit-mixing costs vector-unit time on TPU
+for every [batch, positions, 4096] mask (it also halves the ahead-of-time compile).
 
 Pods (checked ahead of time on any machine: `python -m mats_jax.aot --config=configs/mats_llama.py
 --topology=v5p-8`): the default mesh, data parallel with the frozen weights replicated, fits a
@@ -36,4 +39,5 @@ def get_config():
     c.data.update(sources={"audiocaps": 1.0, "clotho": 1.0, "audioset": 1.0, "esc50": 0.2,
                            "urbansound8k": 0.5, "clotho_aqa": 0.5, "wavcaps_soundbible": 0.3})
     c.mesh.update(data=-1, fsdp=1, tensor=1)
+    c.train.update(prng_impl="rbg")
     return c

@@ -364,6 +364,7 @@ def run(config: ml_collections.ConfigDict, topology_name: str, *, programs: list
     generate_batch = generate_batch or config.eval.batch_size
     check_batch(config, mesh, generate_batch)
     family, hf_config = llm_architecture(config)
+    jax.config.update("jax_default_prng_impl", config.train.prng_impl)  # as the trainer does
     model = abstract_mats(config, family, hf_config)
     trainable = nnx.state(model, TRAINABLE)
     frozen = nnx.state(model, nnx.All(nnx.Param, nnx.Not(TRAINABLE)))

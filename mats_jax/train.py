@@ -107,6 +107,7 @@ class StopOnSignal:
 
 def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
     check_config(config)
+    jax.config.update("jax_default_prng_impl", config.train.prng_impl)  # before any key is made
     workdir.mkdir(parents=True, exist_ok=True)
     if distributed.is_process_zero():  # what generation and evaluation rebuild the model from
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
