@@ -160,7 +160,7 @@ def retrieve_with_noise(bank: MemoryBank, audio: jax.Array, noise: jax.Array, *,
         at a time, so the [W, D] block stays in cache instead of a [B, W, D] gather in memory."""
         one, own = a_and_members
         rows = bank.embeddings[own]
-        return jnp.sum(rows * rows, -1) - 2.0 * rows @ one
+        return jnp.sum(rows * (rows - 2.0 * one), -1)  # ||t||² − 2⟨a, t⟩ in one fused pass
 
     to_members = jnp.sum(a * a, -1)[:, None] + jax.lax.map(member_distances, (a, members))
     count = bank.counts[cluster][:, None]
