@@ -75,7 +75,7 @@ fi
 on_all_workers "set -euo pipefail
   if ! mountpoint -q /mnt/bucket; then
     sudo mkdir -p /mnt/bucket && sudo chown \"\$USER\" /mnt/bucket
-    gcsfuse --implicit-dirs '$bucket' /mnt/bucket
+    gcsfuse --implicit-dirs --rename-dir-limit=1000000 '$bucket' /mnt/bucket
   fi"
 
 # the same command on every worker, at once; each process finds its place in the slice itself

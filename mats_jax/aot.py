@@ -356,8 +356,9 @@ def run(config: ml_collections.ConfigDict, topology_name: str, *, programs: list
     slice_ = topology(topology_name)
     chip = slice_.chip
     budget = (hbm_gib or chip.hbm_gib) * GiB
+    devices = slice_.devices()
     try:
-        mesh = make_mesh(config.mesh, slice_.devices())
+        mesh = make_mesh(config.mesh, devices)
     except ValueError as e:
         raise AotError(f"{topology_name} has {slice_.chips} chips: {e}") from None
     rules = tuple(tuple(rule) for rule in config.sharding_rules)

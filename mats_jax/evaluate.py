@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"skipped {len(missing)} clips with no audio under {audio_root} (listed in report.json)",
               file=sys.stderr)
-    for clip, reason in errors.items():
+    for reason in errors.values():
         print(f"skipped: {reason}", file=sys.stderr)
     print(report.markdown(summary))
     print(f"wrote {out}")

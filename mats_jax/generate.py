@@ -39,18 +39,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from mats_jax import distributed
     from mats_jax.audio import AudioError, audio_files
     from mats_jax.convert.errors import ConversionError
     from mats_jax.listen import Listener, instruction_for
 
     try:
-        distributed.initialize()  # the processes of a multi-host job (launch/) join before any device is used
         instruction_for(args.task, args.question)
         files = audio_files(args.audio)
+        if args.checkpoint and args.step is not None:
+            raise ValueError("--step goes with --workdir; --checkpoint names its step")
         listener = (Listener.from_checkpoint(args.checkpoint, clap_checkpoint=args.clap) if args.checkpoint
                     else Listener.from_workdir(args.workdir, step=args.step, clap_checkpoint=args.clap))
-    except (AudioError, ConversionError, distributed.DistributedError, FileNotFoundError, ValueError) as e:
+    except (AudioError, ConversionError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     results = []

@@ -55,8 +55,7 @@ def build(config: ml_collections.ConfigDict, workdir: Path) -> Path:
     if config.data.corpus and not Path(config.data.corpus).exists():
         raise BankError(f"data.corpus: {config.data.corpus} does not exist")
     workdir.mkdir(parents=True, exist_ok=True)
-    with distributed.process_zero_first("corpus"):
-        corpus_dir = prepare_corpus(config.data, workdir)
+    corpus_dir = prepare_corpus(config.data, workdir)
     try:
         manifest = pipeline.load_manifest(corpus_dir)
     except (FileNotFoundError, ValueError) as e:

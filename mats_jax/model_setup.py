@@ -11,11 +11,13 @@ import logging
 import sys
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
 
+from mats_jax import distributed
 from mats_jax.clap_tokenizers import msclap_tokenize
 from mats_jax.convert.clap import load_clap
 from mats_jax.convert.llm import load_llm
@@ -40,6 +42,8 @@ RANDOM_CLAP_WARNING = """
 
 def build_mats(config: ml_collections.ConfigDict):
     """(MATS model, LLM tokenizer): the frozen LLM with LoRA and a fresh mapper and projector."""
+    # the key type of the run (its checkpoints hold such keys): trainer, listener, importer alike
+    jax.config.update("jax_default_prng_impl", config.train.get("prng_impl", "threefry2x32"))
     source = config.llm.checkpoint or smollm2_gguf_path()
     llm = load_llm(source, dtype=jnp.dtype(config.llm.dtype), param_dtype=jnp.dtype(config.llm.param_dtype))
     mats = MATS(llm, mats_config(config), rngs=nnx.Rngs(config.train.seed))
@@ -108,6 +112,9 @@ def prepare_corpus(config: ml_collections.ConfigDict, workdir: Path) -> Path:
     if config.corpus:
         return Path(config.corpus)
     out = workdir / "corpus"
-    if not (out / "manifest.json").is_file():
-        prepare.prepare(out, prepare.default_corpus_inputs(), overwrite=True)
+    with distributed.process_zero_first("corpus"):  # one writer; the others wait to see its work
+        if not distributed.is_process_zero():
+            distributed.wait_for_file(out / "manifest.json")
+        elif not (out / "manifest.json").is_file():
+            prepare.prepare(out, prepare.default_corpus_inputs(), overwrite=True)
     return out

@@ -156,8 +156,9 @@ def retrieve_with_noise(bank: MemoryBank, audio: jax.Array, noise: jax.Array, *,
         members = jnp.concatenate([members, jnp.repeat(members[:, :1], top_l - members.shape[1], 1)], 1)
 
     def member_distances(a_and_members: tuple[jax.Array, jax.Array]) -> jax.Array:
-        """||a − t||² to one cluster's texts [W]: only that cluster's rows are read, one embedding
-        at a time, so the [W, D] block stays in cache instead of a [B, W, D] gather in memory."""
+        """||t||² − 2⟨a, t⟩ for one cluster's texts [W] (||a − t||² less ||a||²): only that
+        cluster's rows are read, one embedding at a time, so the [W, D] block stays in cache
+        instead of a [B, W, D] gather in memory."""
         one, own = a_and_members
         rows = bank.embeddings[own]
         return jnp.sum(rows * (rows - 2.0 * one), -1)  # ||t||² − 2⟨a, t⟩ in one fused pass

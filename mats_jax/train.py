@@ -107,7 +107,6 @@ class StopOnSignal:
 
 def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
     check_config(config)
-    jax.config.update("jax_default_prng_impl", config.train.prng_impl)  # before any key is made
     workdir.mkdir(parents=True, exist_ok=True)
     if distributed.is_process_zero():  # what generation and evaluation rebuild the model from
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
@@ -123,8 +122,7 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
                             max_answer_tokens=config.data.max_answer_tokens)
 
     # Data: the prepared corpus, its CLAP text embeddings (cached), this process's share of each batch.
-    with distributed.process_zero_first("corpus"):
-        corpus_dir = prepare_corpus(config.data, workdir)
+    corpus_dir = prepare_corpus(config.data, workdir)
     manifest = pipeline.load_manifest(corpus_dir)
     all_texts = (record.text for record in pipeline.all_records(corpus_dir, manifest))
     table = text_embeddings.build(corpus_dir / "clap_text_embeddings" / clap_cache_name(config.clap),

@@ -3,8 +3,8 @@ mapper and projector trained with AdamW, batch 96 — compiles through libtpu fo
 this CPU and fits each chip's HBM; an unknown topology or a program that does not fit fails with
 one line on stderr and exit status 2.
 
-The full-size compiles take minutes each on two cores (most of it libtpu's code generation, for 32
-unrolled layers and the threefry dropout masks of the LoRA inputs).
+The full-size compiles take 1.5–2 minutes each on two cores (most of it libtpu's code generation
+for 32 unrolled layers; MATS-LLaMA's rbg dropout keeps the mask generation cheap).
 """
 
 import json

@@ -54,7 +54,7 @@ def test_tpu_pod_creates_copies_installs_mounts_and_runs_on_every_worker(tmp_pat
     ssh = [c for c in calls[3:] if c.startswith("compute tpus tpu-vm ssh pod --zone=zone-a --worker=all --command=")]
     assert len(ssh) == 3 == len(calls) - 3
     assert "bash setup.sh" in ssh[0] and "jax[tpu]==0.10.2" in ssh[0]
-    assert "gcsfuse --implicit-dirs 'bucket' /mnt/bucket" in ssh[1]
+    assert "gcsfuse --implicit-dirs --rename-dir-limit=1000000 'bucket' /mnt/bucket" in ssh[1]  # atomic renames
     assert ssh[2].endswith(r"cd ~/mats_jax && .venv/bin/python -m mats_jax.train --workdir=/mnt/bucket/run\ one ")
 
 
