@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
@@ -41,60 +40,11 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import (check, load_note, matmul_peak_gflops, print_json,  # noqa: E402
                                print_table, setup_torch, timed_pair)
+from tests.models.test_clap_msclap import msclap_reference  # noqa: E402  (the parity tests' reference)
 
 NUM_SAMPLES = 308_700  # 7 s at 44.1 kHz
 TEXT_LENGTH = 77
 TOLERANCE = 1e-2
-
-
-def msclap_model(torch):
-    """msclap 2023 `CLAP` as CLAPWrapper builds it for CLAP_weights_2023.pth, offline: msclap's
-    package __init__ imports torchaudio (stubbed while msclap imports), and GPT-2 comes from a
-    config instead of the hub. Norm affines, BatchNorm statistics and relative-position tables
-    are randomised so that no layer is an identity."""
-    import transformers
-
-    transformers.GPT2Model  # resolve transformers' lazy imports before the stub exists
-    stub = types.ModuleType("torchaudio")
-    stub.transforms = types.ModuleType("torchaudio.transforms")
-    saved = {k: sys.modules.get(k) for k in ("torchaudio", "torchaudio.transforms")}
-    sys.modules.update({"torchaudio": stub, "torchaudio.transforms": stub.transforms})
-    try:
-        import msclap.models.clap as msclap_clap
-    finally:
-        for key, module in saved.items():
-            if module is None:
-                sys.modules.pop(key, None)
-            else:
-                sys.modules[key] = module
-
-    class ConfigBuiltGPT2:
-        @staticmethod
-        def from_pretrained(name):
-            return transformers.GPT2Model(transformers.GPT2Config())
-
-    torch.manual_seed(0)
-    original, msclap_clap.AutoModel = msclap_clap.AutoModel, ConfigBuiltGPT2
-    try:
-        model = msclap_clap.CLAP(audioenc_name="HTSAT", sample_rate=44100, window_size=1024,
-                                 hop_size=320, mel_bins=64, fmin=50, fmax=8000, classes_num=527,
-                                 out_emb=768, text_model="gpt2", transformer_embed_dim=768,
-                                 d_proj=1024)
-    finally:
-        msclap_clap.AutoModel = original
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (torch.nn.LayerNorm, torch.nn.BatchNorm2d)):
-                module.weight.copy_(1 + 0.3 * torch.randn(module.weight.shape, generator=g))
-                module.bias.copy_(0.3 * torch.randn(module.bias.shape, generator=g))
-            if isinstance(module, torch.nn.BatchNorm2d):  # log-mel in dB
-                module.running_mean.copy_(-30 + 10 * torch.randn(module.running_mean.shape, generator=g))
-                module.running_var.copy_(100 + 300 * torch.rand(module.running_var.shape, generator=g))
-        for name, p in model.named_parameters():
-            if name.endswith("relative_position_bias_table"):
-                p.copy_(0.5 * torch.randn(p.shape, generator=g))
-    return model.eval()
 
 
 def torch_flops(torch, fn) -> float:
@@ -139,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from mats_jax.models.clap import _embed_audio, _embed_text, embed_audio_fn, embed_text_fn
 
     peak = matmul_peak_gflops()
-    theirs = msclap_model(torch)
+    theirs = msclap_reference()
     ours = from_msclap_state({k: v.detach().numpy() for k, v in theirs.state_dict().items()},
                              source="msclap (random)")
     graphdef, state = nnx.split(ours)

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.clap import msclap_model  # noqa: E402
 from benchmarks.common import check, load_note, print_json, print_table, setup_torch, timed_pair  # noqa: E402
 from benchmarks.santa import original_santa, synthetic_bank  # noqa: E402
+from tests.models.test_clap_msclap import msclap_reference  # noqa: E402
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "audio" / "esc50"
 
@@ -125,7 +125,7 @@ def main() -> int:
     config = base()
     model, tokenizer = build_mats(config)
     model.eval()
-    clap_torch = msclap_model(torch)
+    clap_torch = msclap_reference()
     clap = from_msclap_state({k: v.detach().numpy() for k, v in clap_torch.state_dict().items()}, source="msclap")
     bank = build_bank(synthetic_bank(config.santa.bank_size), config.santa.clusters, config.santa.iterations,
                       jax.random.key(0))
