@@ -1,6 +1,7 @@
 """Santa: batched retrieval and k-means in JAX vs the original per-sample algorithm in PyTorch.
 
 Run:  .venv/bin/python benchmarks/santa.py [--runs 5] [--banks 5000,100000] [--kmeans-size 100000]
+                                          [--member-batch auto,1,256]
 
 - retrieval: 256 CLAP-sized (1024-d) audio embeddings against banks of 5k and 100k L2-normalised
   text embeddings in K=100 clusters, top 32 members, noise, softmax(10·dot), 0.7/0.3 mix
@@ -8,9 +9,12 @@ Run:  .venv/bin/python benchmarks/santa.py [--runs 5] [--banks 5000,100000] [--k
   the original algorithm as DESIGN §2.5 describes it, one audio embedding at a time in PyTorch
   (nearest centre, distances to that cluster's members, top-32, noise, softmax, mix), which is
   how the original code runs it. Both get the same noise; their outputs are compared.
+  --member-batch lists the `member_batch` settings to time (auto: the backend's default).
 - k-means: N×1024 (default 100k) to K=100, 10 Lloyd iterations from the same initial centres.
   Ours: `santa.kmeans` (jitted, one-hot matmul updates). Reference: the same iterations written
   with vectorised PyTorch ops (torch.cdist, index_add_).
+Both sides run on the same kind of device: PyTorch on CUDA when JAX's backend is a GPU (as the
+original code runs Santa), on the CPU otherwise; the device is printed in each row.
 The bank is synthetic: 100 random directions plus noise, normalised (cluster sizes like a real
 text bank's, no data needed). Times are medians over --runs after one first call (compile_s apart).
 Target: retrieval >= 20x the per-sample original on both bank sizes.
@@ -29,7 +33,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import check, load_note, print_json, print_table, setup_torch, timed_pair  # noqa: E402
-from mats_jax.santa import build_bank, kmeans, retrieve_with_noise  # noqa: E402
+from mats_jax.santa import build_bank, default_member_batch, kmeans, retrieve_with_noise  # noqa: E402
 
 DIM, CLUSTERS, TOP_L, AUDIO = 1024, 100, 32, 256
 TEMPERATURE, MIX, VARIANCE, ITERATIONS = 10.0, 0.7, 0.015, 10
@@ -68,48 +72,67 @@ def torch_kmeans(torch, x, centres):
     return centres, torch.cdist(x, centres).argmin(1)
 
 
-def retrieval_row(torch, size: int, runs: int) -> dict:
+def torch_device(torch) -> str:
+    """The reference's device: CUDA when JAX runs on a GPU, so both sides use the same hardware."""
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def synchronised(torch, device: str, fn):
+    """`fn` followed by waiting for the device (CUDA calls return before the work is done)."""
+    def run():
+        with torch.inference_mode():
+            result = fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return result
+    return run
+
+
+def retrieval_rows(torch, size: int, runs: int, member_batches: list[int | None]) -> list[dict]:
     bank = build_bank(synthetic_bank(size), CLUSTERS, ITERATIONS, jax.random.key(0))
     rng = np.random.default_rng(1)
     audio = rng.standard_normal((AUDIO, DIM)).astype(np.float32) * 0.05 + np.asarray(bank.embeddings[:AUDIO])
     noise = rng.standard_normal((AUDIO, TOP_L, DIM)).astype(np.float32)
     audio_j, noise_j = jnp.asarray(audio), jnp.asarray(noise)
-    members = [torch.from_numpy(np.array(row[:count])) for row, count in zip(bank.members, bank.counts)]
-    t_embeddings, t_centres = torch.from_numpy(np.asarray(bank.embeddings)), torch.from_numpy(np.asarray(bank.centres))
-    t_audio, t_noise = torch.from_numpy(audio), torch.from_numpy(noise)
+    device = torch_device(torch)
+    members = [torch.from_numpy(np.array(row[:count])).to(device) for row, count in zip(bank.members, bank.counts)]
+    t_embeddings, t_centres, t_audio, t_noise = (
+        torch.from_numpy(np.asarray(x)).to(device) for x in (bank.embeddings, bank.centres, audio, noise))
+    reference = synchronised(torch, device, lambda: original_santa(
+        torch, t_embeddings, t_centres, members, t_audio, t_noise))
+    rows = []
+    for member_batch in member_batches:
+        def ours():
+            return jax.block_until_ready(retrieve_with_noise(
+                bank, audio_j, noise_j, temperature=TEMPERATURE, mix=MIX, noise_variance=VARIANCE,
+                member_batch=member_batch))
 
-    def ours():
-        return jax.block_until_ready(retrieve_with_noise(bank, audio_j, noise_j, temperature=TEMPERATURE,
-                                                         mix=MIX, noise_variance=VARIANCE))
-
-    def reference():
-        with torch.inference_mode():
-            return original_santa(torch, t_embeddings, t_centres, members, t_audio, t_noise)
-
-    t_ours, t_ref = timed_pair(ours, reference, runs)
-    error = float(np.abs(np.asarray(ours()) - reference().numpy()).max())
-    return {"bank": size, "ours_ms": t_ours.median_s * 1e3, "original_ms": t_ref.median_s * 1e3,
-            "speedup": t_ref.median_s / t_ours.median_s, "compile_s": t_ours.compile_s, "max_abs_diff": error}
+        t_ours, t_ref = timed_pair(ours, reference, runs)
+        error = float(np.abs(np.asarray(ours()) - reference().cpu().numpy()).max())
+        rows.append({"bank": size, "device": f"{jax.devices()[0].device_kind} / torch {device}",
+                     "member_batch": f"auto ({default_member_batch(AUDIO)})" if member_batch is None else member_batch,
+                     "ours_ms": t_ours.median_s * 1e3, "original_ms": t_ref.median_s * 1e3,
+                     "speedup": t_ref.median_s / t_ours.median_s, "compile_s": t_ours.compile_s,
+                     "max_abs_diff": error})
+    return rows
 
 
 def kmeans_row(torch, size: int, runs: int) -> dict:
     x = synthetic_bank(size, seed=2)
-    x_j, t_x = jnp.asarray(x), torch.from_numpy(x)
+    device = torch_device(torch)
+    x_j, t_x = jnp.asarray(x), torch.from_numpy(x).to(device)
     key = jax.random.key(0)
     # ours draws its initial centres from `key`; give the reference the same ones
     init = np.asarray(jax.random.choice(key, size, (CLUSTERS,), replace=False))
-    t_init = t_x[torch.from_numpy(init)]
+    t_init = t_x[torch.from_numpy(init).to(device)]
 
     def ours():
         return jax.block_until_ready(kmeans(x_j, CLUSTERS, ITERATIONS, key))
 
-    def reference():
-        with torch.inference_mode():
-            return torch_kmeans(torch, t_x, t_init)
-
+    reference = synchronised(torch, device, lambda: torch_kmeans(torch, t_x, t_init))
     t_ours, t_ref = timed_pair(ours, reference, runs)
-    agree = float(np.mean(np.asarray(ours()[1]) == reference()[1].numpy()))
-    return {"points": size, "ours_s": t_ours.median_s, "torch_s": t_ref.median_s,
+    agree = float(np.mean(np.asarray(ours()[1]) == reference()[1].cpu().numpy()))
+    return {"points": size, "device": f"{jax.devices()[0].device_kind} / torch {device}", "ours_s": t_ours.median_s, "torch_s": t_ref.median_s,
             "speedup": t_ref.median_s / t_ours.median_s, "compile_s": t_ours.compile_s,
             "same_assignment": agree}
 
@@ -119,9 +142,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--banks", default="5000,100000")
     parser.add_argument("--kmeans-size", type=int, default=100_000)
+    parser.add_argument("--member-batch", default="auto",
+                        help="comma-separated member_batch settings to time; auto = the backend's default")
     args = parser.parse_args()
+    member_batches = [None if b == "auto" else int(b) for b in args.member_batch.split(",")]
     torch = setup_torch()
-    retrieval = [retrieval_row(torch, int(size), args.runs) for size in args.banks.split(",")]
+    retrieval = [row for size in args.banks.split(",")
+                 for row in retrieval_rows(torch, int(size), args.runs, member_batches)]
     print_table(f"Santa retrieval, {AUDIO} audio embeddings, top {TOP_L} (per-sample PyTorch original)", retrieval)
     clustering = [kmeans_row(torch, args.kmeans_size, max(args.runs // 2, 1))]
     print_table(f"k-means {args.kmeans_size}x{DIM} -> K={CLUSTERS}, {ITERATIONS} iterations", clustering)
@@ -130,7 +157,8 @@ def main() -> int:
     if any(row["max_abs_diff"] > 1e-4 for row in retrieval):
         print("ERROR: ours and the original disagree", file=sys.stderr)
         return 1
-    return check({f"retrieval >= 20x the original, bank {row['bank']}": row["speedup"] >= 20 for row in retrieval})
+    return check({f"retrieval >= 20x the original, bank {row['bank']}, member_batch {row['member_batch']}":
+                  row["speedup"] >= 20 for row in retrieval})
 
 
 if __name__ == "__main__":

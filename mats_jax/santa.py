@@ -35,9 +35,15 @@ ARRAYS, INFO = "bank.npz", "bank.json"
 VARIANTS = ("original", "paper")
 
 
+# Full float32 products: GPUs would otherwise round matmul inputs to TF32 (and TPUs to bf16),
+# enough to change which centre or member is nearest; these products are small.
+EXACT = jax.lax.Precision.HIGHEST
+
+
 def _squared_distances(x: jax.Array, y: jax.Array) -> jax.Array:
     """||x_i − y_j||² [N, M] by one matmul (the form that shards and runs on the MXU)."""
-    return (jnp.sum(x * x, -1)[:, None] - 2.0 * x @ y.T + jnp.sum(y * y, -1)[None, :])
+    return (jnp.sum(x * x, -1)[:, None] - 2.0 * jnp.matmul(x, y.T, precision=EXACT)
+            + jnp.sum(y * y, -1)[None, :])
 
 
 @functools.partial(jax.jit, static_argnames=("k", "iterations"))
@@ -62,7 +68,7 @@ def kmeans(x: jax.Array, k: int, iterations: int, key: jax.Array) -> tuple[jax.A
     def update(_, centres: jax.Array) -> jax.Array:
         one_hot = jax.nn.one_hot(assign(centres), k, dtype=x.dtype)
         counts = one_hot.sum(0)[:, None]
-        sums = jnp.matmul(one_hot.T, x, out_sharding=replicated)
+        sums = jnp.matmul(one_hot.T, x, precision=EXACT, out_sharding=replicated)
         return jnp.where(counts > 0, sums / jnp.maximum(counts, 1.0), centres)
 
     centres = jax.lax.fori_loop(0, iterations, update, centres)
@@ -137,11 +143,20 @@ def build_bank(embeddings: jax.Array, clusters: int, iterations: int, key: jax.A
     return MemoryBank(embeddings, centres, jnp.asarray(members), jnp.asarray(counts))
 
 
-@functools.partial(jax.jit, static_argnames=("variant",))
+def default_member_batch(batch: int) -> int | None:
+    """How many audio embeddings read their cluster's members at once (`lax.map`'s batch_size):
+    on a CPU None, one at a time, unbatched (each cluster's [W, D] rows stay in cache; a batch of
+    1 would be a batched gather, 4x slower); on an accelerator the whole batch (one wide
+    gather-and-reduce instead of B small sequential steps)."""
+    return None if jax.default_backend() == "cpu" else batch
+
+
+@functools.partial(jax.jit, static_argnames=("variant", "member_batch"))
 def retrieve_with_noise(bank: MemoryBank, audio: jax.Array, noise: jax.Array, *,
                         temperature: float = 10.0, mix: float = 0.7, noise_variance: float = 0.015,
-                        variant: str = "original") -> jax.Array:
-    """Santa for a batch [B, D] with the standard-normal noise [B, top_l, D] given (top_l from it)."""
+                        variant: str = "original", member_batch: int | None = None) -> jax.Array:
+    """Santa for a batch [B, D] with the standard-normal noise [B, top_l, D] given (top_l from it).
+    `member_batch` (default: `default_member_batch`) only trades speed for memory."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     top_l = noise.shape[1]
@@ -156,14 +171,16 @@ def retrieve_with_noise(bank: MemoryBank, audio: jax.Array, noise: jax.Array, *,
         members = jnp.concatenate([members, jnp.repeat(members[:, :1], top_l - members.shape[1], 1)], 1)
 
     def member_distances(a_and_members: tuple[jax.Array, jax.Array]) -> jax.Array:
-        """||t||² − 2⟨a, t⟩ for one cluster's texts [W] (||a − t||² less ||a||²): only that
-        cluster's rows are read, one embedding at a time, so the [W, D] block stays in cache
-        instead of a [B, W, D] gather in memory."""
+        """||t||² − 2⟨a, t⟩ for one cluster's texts [W] (||a − t||² less ||a||²), reading only
+        that cluster's rows."""
         one, own = a_and_members
         rows = bank.embeddings[own]
         return jnp.sum(rows * (rows - 2.0 * one), -1)  # ||t||² − 2⟨a, t⟩ in one fused pass
 
-    to_members = jnp.sum(a * a, -1)[:, None] + jax.lax.map(member_distances, (a, members))
+    if member_batch is None:
+        member_batch = default_member_batch(a.shape[0])
+    to_members = jnp.sum(a * a, -1)[:, None] + jax.lax.map(member_distances, (a, members),
+                                                           batch_size=member_batch)
     count = bank.counts[cluster][:, None]
     is_member = jnp.arange(members.shape[1])[None, :] < count
     _, order = jax.lax.top_k(jnp.where(is_member, -to_members, -jnp.inf), top_l)
@@ -181,11 +198,13 @@ def _mix_with_perturbed(a: jax.Array, x: jax.Array, noise: jax.Array, *, tempera
     ‖x + s·n‖² = 1 + 2s⟨x, n⟩ + s²‖n‖², and ⟨a, t⟩ and Σ w t follow from the same dot products.
     Only reductions over x and n remain (a few reads, no [B, L, D] writes): 3x faster on CPU."""
     s = jnp.sqrt(noise_variance)
-    norm = jnp.sqrt(1.0 + 2.0 * s * jnp.einsum("bld,bld->bl", x, noise)
-                    + s * s * jnp.einsum("bld,bld->bl", noise, noise))
-    dots = (jnp.einsum("bd,bld->bl", a, x) + s * jnp.einsum("bd,bld->bl", a, noise)) / norm
+    norm = jnp.sqrt(1.0 + 2.0 * s * jnp.einsum("bld,bld->bl", x, noise, precision=EXACT)
+                    + s * s * jnp.einsum("bld,bld->bl", noise, noise, precision=EXACT))
+    dots = (jnp.einsum("bd,bld->bl", a, x, precision=EXACT)
+            + s * jnp.einsum("bd,bld->bl", a, noise, precision=EXACT)) / norm
     scale = jax.nn.softmax(temperature * dots, axis=-1) / norm
-    texts = jnp.einsum("bl,bld->bd", scale, x) + s * jnp.einsum("bl,bld->bd", scale, noise)
+    texts = (jnp.einsum("bl,bld->bd", scale, x, precision=EXACT)
+             + s * jnp.einsum("bl,bld->bd", scale, noise, precision=EXACT))
     return mix * a + (1.0 - mix) * texts
 
 

@@ -73,12 +73,14 @@ def fixed_bank():
 
 @pytest.mark.parametrize("variant", ["original", "paper"])
 @pytest.mark.parametrize("top_l", [4, 32], ids=["some-clusters-padded", "all-padded"])
-def test_retrieval_matches_the_reference(fixed_bank, variant, top_l):
+@pytest.mark.parametrize("member_batch", [None, 3, 7], ids=["cpu-default", "chunks-and-rest", "gpu-default"])
+def test_retrieval_matches_the_reference(fixed_bank, variant, top_l, member_batch):
     bank, clusters, audio = fixed_bank
+    assert len(audio) == 7
     noise = np.random.default_rng(2).normal(size=(len(audio), top_l, audio.shape[1])).astype(np.float32)
     settings = dict(temperature=10.0, mix=0.7)
     got = retrieve_with_noise(bank, jnp.asarray(audio), jnp.asarray(noise), noise_variance=0.015,
-                              variant=variant, **settings)
+                              variant=variant, member_batch=member_batch, **settings)
     want = santa_reference(np.asarray(bank.embeddings), np.asarray(bank.centres), clusters, audio, noise,
                            top_l=top_l, variance=0.015, variant=variant, **settings)
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
