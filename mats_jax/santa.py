@@ -179,8 +179,13 @@ def retrieve_with_noise(bank: MemoryBank, audio: jax.Array, noise: jax.Array, *,
 
     if member_batch is None:
         member_batch = default_member_batch(a.shape[0])
-    to_members = jnp.sum(a * a, -1)[:, None] + jax.lax.map(member_distances, (a, members),
-                                                           batch_size=member_batch)
+    if member_batch is None:  # one at a time, cluster by cluster: its rows stay in cache for the next
+        visit = jnp.argsort(cluster)
+        distances = jax.lax.map(member_distances, (a[visit], members[visit]))
+        distances = jnp.zeros_like(distances).at[visit].set(distances)
+    else:
+        distances = jax.lax.map(member_distances, (a, members), batch_size=member_batch)
+    to_members = jnp.sum(a * a, -1)[:, None] + distances
     count = bank.counts[cluster][:, None]
     is_member = jnp.arange(members.shape[1])[None, :] < count
     _, order = jax.lax.top_k(jnp.where(is_member, -to_members, -jnp.inf), top_l)
