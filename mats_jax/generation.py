@@ -37,7 +37,7 @@ import numpy as np
 from flax import nnx
 
 from mats_jax.models.decoder import DecoderLM, positions_from_mask
-from mats_jax.models.layers import KVCache
+from mats_jax.models.layers import KVCache, take_beams
 
 NEG = -1.0e9  # HF beam search's "very large negative" score offset
 
@@ -320,7 +320,7 @@ class _Beams(NamedTuple):
     is_finished: jax.Array      # [B, K] slot holds a real finished hypothesis
     improvable: jax.Array       # [B, 1] HF's is_early_stop_heuristic_unsatisfied
     all_hit: jax.Array          # every candidate of the last step hit a stopping criterion
-    parents: jax.Array          # [B*K] cache rows the running beams continue from
+    parents: jax.Array          # [B, K] the beam (of the same B) each running beam continues
     seen: jax.Array | None      # [B*K, V] ids the repetition penalty applies to
     cache: KVCache
 
@@ -356,10 +356,9 @@ def _beam_search(model: DecoderLM, logits: jax.Array, cache: KVCache, prompt_ids
         order = jax.lax.top_k(live_scores, beams)[1]
         running = jnp.take_along_axis(candidates, order[..., None], axis=1)
         running_scores = jnp.take_along_axis(live_scores, order, axis=1)
-        parents = (jnp.arange(batch)[:, None] * beams
-                   + jnp.take_along_axis(parent, order, axis=1)).reshape(-1)
+        parents = jnp.take_along_axis(parent, order, axis=1)
         seen = None if state.seen is None else _mark_seen(
-            state.seen[parents], running[:, :, offset + step].reshape(-1))
+            take_beams(state.seen, parents), running[:, :, offset + step].reshape(-1))
 
         state = _merge_finished(state, candidates, top_scores / divisor[step],
                                 hits & (jnp.arange(keep) < beams), config)
@@ -369,15 +368,17 @@ def _beam_search(model: DecoderLM, logits: jax.Array, cache: KVCache, prompt_ids
 
     def body(state: _Beams) -> _Beams:
         last = jax.lax.dynamic_index_in_dim(state.running, offset + state.step - 1, 2, keepdims=False)
-        logits, cache = _decode(model, state.cache.reorder(state.parents), last.reshape(-1),
-                                state.step, prompt)
+        cache = state.cache.map(lambda rows: take_beams(rows, state.parents))
+        logits, cache = _decode(model, cache, last.reshape(-1), state.step, prompt)
         return choose(state._replace(cache=cache), logits)
 
     def running(state: _Beams) -> jax.Array:
         all_done = jnp.all(state.is_finished) & (config.early_stopping is True)
         return jnp.any(state.improvable) & ~all_done & ~state.all_hit
 
-    rows = jnp.repeat(jnp.arange(batch), beams)
+    def beam_copies(rows: jax.Array) -> jax.Array:  # [B, ...] -> [B*K, ...], in place on each shard
+        return jnp.repeat(rows, beams, axis=0)
+
     history = jnp.repeat(_with_history(prompt_ids, config.beam_fill_token, config)[:, None], beams, 1)
     start = _Beams(
         step=jnp.int32(0), running=history,
@@ -386,8 +387,9 @@ def _beam_search(model: DecoderLM, logits: jax.Array, cache: KVCache, prompt_ids
         finished_lengths=jnp.zeros((batch, beams), jnp.int32),
         is_finished=jnp.zeros((batch, beams), jnp.bool_),
         improvable=jnp.ones((batch, 1), jnp.bool_), all_hit=jnp.bool_(False),
-        parents=rows, seen=None if seen is None else seen[rows], cache=cache.reorder(rows))
-    final = jax.lax.while_loop(running, body, choose(start, logits[rows]))
+        parents=jnp.zeros((batch, beams), jnp.int32), seen=None if seen is None else beam_copies(seen),
+        cache=cache.map(beam_copies))
+    final = jax.lax.while_loop(running, body, choose(start, beam_copies(logits)))
     return final.finished[:, 0, offset:], jnp.max(final.finished_lengths[:, 0])
 
 

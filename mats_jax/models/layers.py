@@ -11,6 +11,7 @@ never have to know whether adapters are attached.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import flax.struct
@@ -148,10 +149,20 @@ class KVCache:
     def max_length(self) -> int:
         return self.keys[0].shape[1]
 
-    def reorder(self, index: jax.Array) -> "KVCache":
-        """Gather batch rows (beam search keeps the surviving beams' caches)."""
-        take = lambda xs: tuple(jnp.take(x, index, axis=0) for x in xs)
-        return KVCache(take(self.keys), take(self.values))
+    def map(self, fn: Callable[[jax.Array], jax.Array]) -> "KVCache":
+        """`fn` applied to every buffer."""
+        return KVCache(tuple(map(fn, self.keys)), tuple(map(fn, self.values)))
+
+
+def take_beams(rows: jax.Array, parents: jax.Array) -> jax.Array:
+    """Rows [batch·beams, ...] of the beams named by `parents` [batch, beams], each an index among
+    its own batch element's beams (beam search keeps the surviving beams' rows). The gather runs
+    along the beam axis only, so rows sharded over the batch stay where they are; global row
+    indices would all-gather them on every decoding step."""
+    batch, beams = parents.shape
+    grouped = rows.reshape(batch, beams, *rows.shape[1:])
+    index = parents.reshape(batch, beams, *(1,) * (rows.ndim - 1))
+    return jnp.take_along_axis(grouped, index, axis=1).reshape(rows.shape)
 
 
 def cudnn_attention_fits(dtype: Dtype, head_dim: int, query_length: int, key_length: int,

@@ -73,10 +73,11 @@ def test_mats_llama_does_not_fit_four_v5e_chips():
 
 @pytest.mark.slow
 def test_both_programs_of_a_small_config_and_a_budget_they_exceed(tmp_path):
-    """The embedded default (SmolLM2-135M) compiles train and generate for one v5e chip; against a
-    0.5 GiB budget the report still comes out, then one line says what does not fit."""
+    """The embedded default (SmolLM2-135M) compiles train and generate for four v5e chips (data
+    parallel); against a 0.5 GiB budget the report still comes out, then one line says what does
+    not fit."""
     report = tmp_path / "report.json"
-    out = aot("--config=configs/default.py", "--topology=v5e-1", "--hbm_gib=0.5", f"--report={report}",
+    out = aot("--config=configs/default.py", "--topology=v5e-4", "--hbm_gib=0.5", f"--report={report}",
               "--config.lora.dropout=0")  # no threefry dropout masks: a minute less of code generation
     assert out.returncode == 2, out.stderr[-3000:]
     assert out.stderr.strip().splitlines() == [out.stderr.strip()]
@@ -88,3 +89,6 @@ def test_both_programs_of_a_small_config_and_a_budget_they_exceed(tmp_path):
         assert program["total"] > GiB // 2 and not program["fits"] and program["flops"] > 0
     # the frozen SmolLM2 (float32 in this config) is an argument of both programs
     assert r["programs"]["generate"]["arguments"] >= 4 * r["params"]["frozen"]
+    # each chip decodes its own prompts: beam search keeps its beams and their KV caches on the
+    # chip (reordering the caches by global row once all-gathered them at every step)
+    assert "all-gather" not in r["programs"]["generate"]["collectives"]
