@@ -97,7 +97,7 @@ def retrieval_rows(torch, size: int, runs: int, member_batches: list[int | None]
     device = torch_device(torch)
     members = [torch.from_numpy(np.array(row[:count])).to(device) for row, count in zip(bank.members, bank.counts)]
     t_embeddings, t_centres, t_audio, t_noise = (
-        torch.from_numpy(np.asarray(x)).to(device) for x in (bank.embeddings, bank.centres, audio, noise))
+        torch.from_numpy(np.array(x)).to(device) for x in (bank.embeddings, bank.centres, audio, noise))
     reference = synchronised(torch, device, lambda: original_santa(
         torch, t_embeddings, t_centres, members, t_audio, t_noise))
     rows = []
