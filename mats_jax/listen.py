@@ -9,6 +9,10 @@ The Python API behind `python -m mats_jax.generate` (DESIGN §2.3, §2.5):
 
 The CLAP *audio* embedding replaces the text embedding the model was trained on; with a memory
 bank (`python -m mats_jax.memory_bank`) Santa first pulls it toward the text region.
+
+Each batch is split over all of this process's devices (the GPUs of a node, the chips of a TPU
+VM), with the models replicated: data-parallel decoding needs no communication (beam search
+keeps every batch element's beams on its own device).
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from anyascii import anyascii
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mats_jax import checkpointing, optim, train_step
 from mats_jax.audio import load_batch
@@ -37,6 +41,7 @@ from mats_jax.models.clap import CLAP, embed_audio_fn
 from mats_jax.models.mats import MATS
 from mats_jax.prompt import PromptBuilder
 from mats_jax.santa import MemoryBank, maybe_retrieve
+from mats_jax.sharding import make_mesh
 
 TASKS = ("caption", "cla_label", "music_caption", "QA")
 _INSTRUCTION = {"caption": INSTRUCTIONS["caption"], "cla_label": INSTRUCTIONS["cla_label"],
@@ -60,6 +65,26 @@ def instruction_for(task: str, question: str | None) -> str:
     return _INSTRUCTION[task]
 
 
+def data_parallel_mesh() -> Mesh:
+    """This process's devices, all on the data axis."""
+    return make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, jax.local_devices())
+
+
+def split_rows(mesh: Mesh, rows: np.ndarray) -> jax.Array:
+    """`rows` over the mesh's data axis, padded by repeating the last row to a multiple of its
+    size (callers keep the first len(rows) results)."""
+    rows = np.asarray(rows)
+    pad = -len(rows) % mesh.shape["data"]
+    padded = np.concatenate([rows, np.repeat(rows[-1:], pad, 0)]) if pad else rows
+    return jax.device_put(padded, NamedSharding(mesh, PartitionSpec("data")))
+
+
+def replicate(mesh: Mesh, module: nnx.Module | None) -> None:
+    """Every array of `module` copied to every device of `mesh`, in place."""
+    if module is not None:
+        nnx.update(module, jax.device_put(nnx.state(module), NamedSharding(mesh, PartitionSpec())))
+
+
 @dataclasses.dataclass
 class Listener:
     model: MATS
@@ -70,6 +95,13 @@ class Listener:
     santa: ml_collections.ConfigDict
     clap_checkpoint: str | None  # None: CLAP has random weights (nothing it hears means anything)
     step: int  # the training step of the checkpoint
+    mesh: Mesh = dataclasses.field(default_factory=data_parallel_mesh)  # batches split over its devices
+
+    def __post_init__(self):
+        replicate(self.mesh, self.model)
+        replicate(self.mesh, self.clap)
+        if self.bank is not None:
+            self.bank = jax.device_put(self.bank, NamedSharding(self.mesh, PartitionSpec()))
 
     @classmethod
     def from_workdir(cls, workdir: str | Path, *, step: int | None = None,
@@ -118,7 +150,7 @@ class Listener:
                                        duration=self.clap.config.duration, crop="center")
             errors.update(failed)
             if len(clips):
-                rows.append(np.asarray(embed(clips)[0]))
+                rows.append(np.asarray(embed(split_rows(self.mesh, clips))[0])[:len(clips)])
                 names += [p for p in batch if p not in failed]
         dim = self.model.config.mapper.clap_dim
         return (np.concatenate(rows) if rows else np.zeros((0, dim), np.float32)), names, errors
@@ -137,14 +169,18 @@ class Listener:
         questions = [question] * n if question is None or isinstance(question, str) else list(question)
         if len(questions) != n:
             raise ValueError(f"{len(questions)} questions for {n} audio embeddings")
+        if n == 0:
+            return []
         instructions = [instruction_for(task, q) for q in questions]
-        embeddings = jnp.asarray(audio_embeddings)
+        embeddings = split_rows(self.mesh, audio_embeddings)
         s = self.santa
         embeddings = maybe_retrieve(self.bank if santa else None, embeddings, key=jax.random.key(seed),
                                     top_l=s.top_l, temperature=s.temperature, mix=s.mix,
                                     variant=s.variant, noise_variance=self.model.config.noise_variance)
         prompt = self.builder.inference_batch(instructions, [tag] * n)
+        prompt = dataclasses.replace(prompt, tail=split_rows(self.mesh, prompt.tail),
+                                     tail_mask=split_rows(self.mesh, prompt.tail_mask))
         sequence, mask = self.model.prompt_embeddings(embeddings, prompt)
         new = generate(self.model.llm, embeddings=sequence, attention_mask=mask,
                        config=generation or self.paper_generation())
-        return [postprocess(self.tokenizer.decode(ids, skip_special_tokens=True)) for ids in new]
+        return [postprocess(self.tokenizer.decode(ids, skip_special_tokens=True)) for ids in new[:n]]
