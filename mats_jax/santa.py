@@ -9,7 +9,8 @@ weight them by softmax(temperature·⟨a, t_k⟩) and return mix·a + (1−mix)�
 normalises and maps the result (the mapper normalises its input anyway).
 
 Variants: "original" (the released code) uses the raw audio embedding a everywhere; "paper" (the
-paper's formula) L2-normalises a first. Everything runs for the whole batch at once under jit.
+paper's formula) L2-normalises a first. Everything runs for the whole batch at once under jit;
+only the reads of each cluster's members are laid out per backend (`default_member_batch`).
 """
 
 from __future__ import annotations
