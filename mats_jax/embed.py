@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mats_jax.arguments import positive_int
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mats_jax.embed", description=__doc__,
@@ -29,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     what.add_argument("--audio", type=Path, help="an audio file or a folder of them")
     what.add_argument("--text", type=Path, help="a text file, one caption per line")
     parser.add_argument("--out", type=Path, required=True, help="output .npy")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--crop", choices=("center", "random"), default="center",
                         help="how clips longer than the model's duration are cut")
     parser.add_argument("--seed", type=int, default=0, help="for --crop random")

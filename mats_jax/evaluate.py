@@ -25,6 +25,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mats_jax.arguments import non_negative_int, positive_int
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from mats_jax.evaluation.benchmarks import BENCHMARKS
@@ -32,7 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mats_jax.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True, help="a training workdir")
-    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    parser.add_argument("--step", type=non_negative_int, help="checkpoint step (default: the latest)")
     parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
     parser.add_argument("--data", type=Path, required=True,
                         help="the benchmark's metadata CSV, or a folder holding it")
@@ -40,9 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="folder searched for the clips (default: --data's folder)")
     parser.add_argument("--clap", help="CLAP checkpoint (default: the training config's)")
     parser.add_argument("--santa", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--limit", type=int, help="score only the first N examples")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=200, help="the paper's is 200")
+    parser.add_argument("--limit", type=positive_int, help="score only the first N examples")
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=200, help="the paper's is 200")
     parser.add_argument("--out", type=Path, help="output folder (default: WORKDIR/eval/BENCHMARK-stepN)")
     return parser.parse_args(argv)
 

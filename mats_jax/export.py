@@ -17,12 +17,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from mats_jax.arguments import non_negative_int
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mats_jax.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True, help="a training workdir")
-    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    parser.add_argument("--step", type=non_negative_int, help="checkpoint step (default: the latest)")
     parser.add_argument("--format", required=True, choices=("mats-torch", "hf-peft"))
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)

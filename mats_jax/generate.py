@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from mats_jax.arguments import non_negative_int, positive_int
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mats_jax.generate", description=__doc__,
@@ -25,14 +27,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--workdir", type=Path, help="a training workdir (its latest checkpoint, or --step)")
     model.add_argument("--checkpoint", type=Path, help="one checkpoint: WORKDIR/checkpoints/STEP")
-    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    parser.add_argument("--step", type=non_negative_int, help="checkpoint step (default: the latest)")
     parser.add_argument("--audio", type=Path, required=True, help="an audio file or a folder of them")
     parser.add_argument("--task", default="caption", choices=("caption", "cla_label", "music_caption", "QA"))
     parser.add_argument("--question", help="for --task QA")
     parser.add_argument("--tag", default="", help='dataset tag after </Speech>, e.g. "[single event]"')
     parser.add_argument("--santa", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--clap", help="CLAP checkpoint (default: the training config's)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--out", type=Path, help="also write JSONL here")
     return parser.parse_args(argv)
 
