@@ -52,6 +52,9 @@ def training_texts(corpus_dir: Path, manifest: dict, sources: dict[str, float]) 
 def build(config: ml_collections.ConfigDict, workdir: Path) -> Path:
     """Builds the bank into WORKDIR/memory_bank and returns that folder."""
     s = config.santa.to_dict()
+    for key, least in {"bank_size": 1, "clusters": 1, "iterations": 0}.items():
+        if not isinstance(s[key], int) or s[key] < least:
+            raise BankError(f"santa.{key} must be an integer >= {least}, got {s[key]!r}")
     if config.data.corpus and not Path(config.data.corpus).exists():
         raise BankError(f"data.corpus: {config.data.corpus} does not exist")
     workdir.mkdir(parents=True, exist_ok=True)

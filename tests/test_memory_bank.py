@@ -78,7 +78,9 @@ def test_missing_corpus_is_one_line(tmp_path):
 @pytest.mark.parametrize("change, message", [
     (lambda c, tmp: c.data.update(corpus=str(tmp)), "manifest.json not found"),
     (lambda c, tmp: c.santa.update(clusters=50), "santa.clusters 50 must be in [1, 20]"),
-], ids=["not-a-corpus", "more-clusters-than-texts"])
+    (lambda c, tmp: c.santa.update(bank_size=0), "santa.bank_size must be an integer >= 1, got 0"),
+    (lambda c, tmp: c.santa.update(iterations=-1), "santa.iterations must be an integer >= 0, got -1"),
+], ids=["not-a-corpus", "more-clusters-than-texts", "empty-bank", "negative-iterations"])
 def test_bad_input_fails_before_clustering(tiny, tmp_path, change, message):
     _, corpus_dir, _, _ = tiny
     c = base()
