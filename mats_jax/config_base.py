@@ -21,7 +21,8 @@ def base() -> ml_collections.ConfigDict:
     c.train = dict(steps=360_000, batch_size=96, grad_accum=1, lr=3e-5, warmup_steps=3000,
                    weight_decay=0.05, b1=0.9, b2=0.999, seed=0, remat=False, log_every=50,
                    checkpoint_every=5000, keep_checkpoints=3, peak_flops_per_device=0.0,
-                   prng_impl="threefry2x32")  # "rbg": the accelerator's own generator (cheap dropout)
+                   prng_impl="threefry2x32",  # "rbg": the accelerator's own generator (cheap dropout)
+                   profile_start=10, profile_steps=0)  # steps > 0: a profiler trace in WORKDIR/tensorboard
     c.eval = dict(every=5000, batches=10, batch_size=16, samples=4, max_new_tokens=40)
     c.santa = dict(bank_size=5000, clusters=100, iterations=10, seed=0, top_l=32, temperature=10.0,
                    mix=0.7, variant="original")  # "paper": the normalised variant of the paper's formula

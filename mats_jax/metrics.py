@@ -1,4 +1,5 @@
-"""Where training numbers go: TensorBoard, a metrics.jsonl beside it, and a progress bar.
+"""Where training numbers go: TensorBoard, a metrics.jsonl beside it, a progress bar, and on
+request a profiler trace of a few steps.
 
 Only process 0 writes (every process computes the same global metrics).
 """
@@ -46,3 +47,30 @@ class MetricsWriter:
         if self.active:
             self.tensorboard.close()
             self.jsonl.close()
+
+
+class StepProfiler:
+    """A `jax.profiler` trace of steps [start, start + steps) into `logdir` (TensorBoard's Profile
+    tab, XProf or Perfetto read it), on process 0; nothing with steps=0, or when a resumed run
+    starts past `start`. The trace stops once the last traced step's result is ready, so it
+    holds whole steps, not just their dispatch."""
+
+    def __init__(self, logdir: Path, *, start: int, steps: int):
+        self.logdir, self.start, self.end = logdir, start, start + steps
+        self.active = steps > 0 and jax.process_index() == 0
+        self.tracing = False
+
+    def before(self, step: int) -> None:
+        if self.active and step == self.start:
+            jax.profiler.start_trace(str(self.logdir))
+            self.tracing = True
+
+    def after(self, done: int, result) -> None:
+        if self.tracing and done >= self.end:
+            self.stop(result)
+
+    def stop(self, result=None) -> None:
+        if self.tracing:
+            jax.block_until_ready(result)
+            jax.profiler.stop_trace()
+            self.tracing = False

@@ -34,7 +34,7 @@ from ml_collections import config_flags
 from mats_jax import checkpointing, cli, distributed, optim, text_embeddings, train_step
 from mats_jax.data import pipeline
 from mats_jax.generation import GenerationConfig, generate
-from mats_jax.metrics import MetricsWriter
+from mats_jax.metrics import MetricsWriter, StepProfiler
 from mats_jax.model_setup import build_mats, clap_cache_name, clap_text_encoder, prepare_corpus
 from mats_jax.prompt import PromptBuilder
 from mats_jax.sharding import make_mesh
@@ -68,6 +68,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         value = config[name.split(".")[0]][name.split(".")[1]]
         if value and not Path(value).exists():
             raise ConfigError(f"{name}: {value} does not exist")
+    for name in ("profile_start", "profile_steps"):
+        if not isinstance(t[name], int) or t[name] < 0:
+            raise ConfigError(f"train.{name} must be an integer >= 0, got {t[name]!r}")
     if not any(w > 0 for w in config.data.sources.values()):
         raise ConfigError(f"data.sources {dict(config.data.sources)} has no positive weight")
 
@@ -205,11 +208,14 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
     flops = (compiled.cost_analysis() or {}).get("flops", 0.0)
     writer.scalars(start, {"perf/compile_s": time.perf_counter() - compile_start})
 
+    profiler = StepProfiler(workdir / "tensorboard", start=t.profile_start, steps=t.profile_steps)
     with StopOnSignal() as stop:
         batch, last_time, last_step = first, time.perf_counter(), start
         for step in range(start, t.steps):
+            profiler.before(step)
             state, metrics = compiled(state, frozen, batch)  # asynchronous: the host goes on
             done = step + 1
+            profiler.after(done, state)
             writer.advance()
             if done % t.log_every == 0 or done == t.steps:
                 metrics = {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()}
@@ -229,6 +235,7 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
                 break
             if done < t.steps:
                 batch = global_batch([next(train_data) for _ in range(t.grad_accum)])
+    profiler.stop(state)  # a run that ended (or was stopped) inside the traced steps
     checkpoints.wait()
     checkpoints.close()
     writer.close()

@@ -60,6 +60,7 @@ def test_sigterm_then_restart_reproduces_the_uninterrupted_run(tiny_run):
     ("--config.mesh.data=3", "does not match the 1 devices"),
     ("--config.train.grad_accum=3", "not divisible by train.grad_accum"),
     ("--config.llm.checkpoint=/nonexistent/llm", "/nonexistent/llm does not exist"),
+    ("--config.train.profile_steps=-1", "train.profile_steps must be an integer >= 0, got -1"),
 ])
 def test_bad_configuration_fails_before_any_work(tmp_path, override, message):
     out = subprocess.run([sys.executable, "-m", "mats_jax.train", f"--config={ROOT / 'configs' / 'default.py'}",
