@@ -80,9 +80,12 @@ def split_rows(mesh: Mesh, rows: np.ndarray) -> jax.Array:
 
 
 def replicate(mesh: Mesh, module: nnx.Module | None) -> None:
-    """Every array of `module` copied to every device of `mesh`, in place."""
-    if module is not None:
-        nnx.update(module, jax.device_put(nnx.state(module), NamedSharding(mesh, PartitionSpec())))
+    """Every array of `module` copied to every device of `mesh`, in place, one variable at a time
+    (the first device holds the model plus one array, not two models, while this runs)."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    for _, node in nnx.iter_graph(module) if module is not None else ():
+        if isinstance(node, nnx.Variable):
+            node.set_value(jax.device_put(node.get_value(), replicated))
 
 
 @dataclasses.dataclass
