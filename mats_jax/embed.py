@@ -38,10 +38,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def on_all_devices(model):
+    """Replicates `model` on all of this process's devices and returns the function that splits
+    a batch over them (padded to a multiple of their number; see `mats_jax.sharding`)."""
+    from mats_jax.sharding import data_parallel_mesh, replicate, split_rows
+
+    mesh = data_parallel_mesh()
+    replicate(mesh, model)
+    return lambda rows: split_rows(mesh, rows)
+
+
 def embed_audio(model, paths: list[Path], args) -> tuple[list[np.ndarray], list[str], dict[str, str]]:
     from mats_jax.audio import load_batch
     from mats_jax.models.clap import embed_audio_fn
 
+    to_devices = on_all_devices(model)
     embed = embed_audio_fn(model)
     config = model.config
     rows, names, errors = [], [], {}
@@ -52,7 +63,7 @@ def embed_audio(model, paths: list[Path], args) -> tuple[list[np.ndarray], list[
                                    crop=args.crop, rng=rng)
         errors.update(failed)
         if len(clips):
-            rows.append(np.asarray(embed(clips)[0]))
+            rows.append(np.asarray(embed(to_devices(clips))[0])[:len(clips)])
             names += [str(p) for p in batch if str(p) not in failed]
     return rows, names, errors
 
@@ -61,11 +72,12 @@ def embed_text(model, captions: list[str], args) -> tuple[list[np.ndarray], list
     from mats_jax.clap_tokenizers import msclap_tokenize
     from mats_jax.models.clap import embed_text_fn
 
+    to_devices = on_all_devices(model)
     embed = embed_text_fn(model)
     rows = []
     for start in tqdm(range(0, len(captions), args.batch_size), desc="text", unit="batch"):
         ids, _ = msclap_tokenize(captions[start:start + args.batch_size], truncate=True)
-        rows.append(np.asarray(embed(ids)))
+        rows.append(np.asarray(embed(to_devices(ids)))[:len(ids)])
     return rows, captions, {}
 
 

@@ -41,7 +41,7 @@ from mats_jax.models.clap import CLAP, embed_audio_fn
 from mats_jax.models.mats import MATS
 from mats_jax.prompt import PromptBuilder
 from mats_jax.santa import MemoryBank, maybe_retrieve
-from mats_jax.sharding import make_mesh
+from mats_jax.sharding import data_parallel_mesh, replicate, split_rows
 
 TASKS = ("caption", "cla_label", "music_caption", "QA")
 _INSTRUCTION = {"caption": INSTRUCTIONS["caption"], "cla_label": INSTRUCTIONS["cla_label"],
@@ -63,29 +63,6 @@ def instruction_for(task: str, question: str | None) -> str:
             raise ValueError("task QA needs a question")
         return question
     return _INSTRUCTION[task]
-
-
-def data_parallel_mesh() -> Mesh:
-    """This process's devices, all on the data axis."""
-    return make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, jax.local_devices())
-
-
-def split_rows(mesh: Mesh, rows: np.ndarray) -> jax.Array:
-    """`rows` over the mesh's data axis, padded by repeating the last row to a multiple of its
-    size (callers keep the first len(rows) results)."""
-    rows = np.asarray(rows)
-    pad = -len(rows) % mesh.shape["data"]
-    padded = np.concatenate([rows, np.repeat(rows[-1:], pad, 0)]) if pad else rows
-    return jax.device_put(padded, NamedSharding(mesh, PartitionSpec("data")))
-
-
-def replicate(mesh: Mesh, module: nnx.Module | None) -> None:
-    """Every array of `module` copied to every device of `mesh`, in place, one variable at a time
-    (the first device holds the model plus one array, not two models, while this runs)."""
-    replicated = NamedSharding(mesh, PartitionSpec())
-    for _, node in nnx.iter_graph(module) if module is not None else ():
-        if isinstance(node, nnx.Variable):
-            node.set_value(jax.device_put(node.get_value(), replicated))
 
 
 @dataclasses.dataclass

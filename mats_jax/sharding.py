@@ -3,6 +3,9 @@
 Modules only name their parameters' axes ("embed", "mlp", "vocab", ...). A rules table, which
 lives in the config, says which mesh axis (`data`, `fsdp`, `tensor`) each logical axis is split
 over; the same model then runs on one CPU, a GPU node or a TPU pod.
+
+Inference tools (listening, embedding) use a plainer layout: models replicated on every device
+of the process, each batch split over them (`data_parallel_mesh`, `replicate`, `split_rows`).
 """
 
 from __future__ import annotations
@@ -83,3 +86,26 @@ def make_mesh(shape: dict[str, int], devices: Sequence[jax.Device] | None = None
     # Auto axes: XLA propagates shardings from the inputs' and parameters' annotations.
     return jax.make_mesh(tuple(sizes), MESH_AXES, devices=devices,
                          axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+
+
+def data_parallel_mesh() -> Mesh:
+    """This process's devices, all on the data axis."""
+    return make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, jax.local_devices())
+
+
+def split_rows(mesh: Mesh, rows: np.ndarray) -> jax.Array:
+    """`rows` over the mesh's data axis, padded by repeating the last row to a multiple of its
+    size (callers keep the first len(rows) results)."""
+    rows = np.asarray(rows)
+    pad = -len(rows) % mesh.shape["data"]
+    padded = np.concatenate([rows, np.repeat(rows[-1:], pad, 0)]) if pad else rows
+    return jax.device_put(padded, NamedSharding(mesh, PartitionSpec("data")))
+
+
+def replicate(mesh: Mesh, module: nnx.Module | None) -> None:
+    """Every array of `module` copied to every device of `mesh`, in place, one variable at a time
+    (the first device holds the model plus one array, not two models, while this runs)."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    for _, node in nnx.iter_graph(module) if module is not None else ():
+        if isinstance(node, nnx.Variable):
+            node.set_value(jax.device_put(node.get_value(), replicated))
