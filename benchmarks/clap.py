@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     from flax import nnx
 
     from mats_jax.convert.clap import from_msclap_state
-    from mats_jax.models.clap import _embed_audio, _embed_text, embed_audio_fn, embed_text_fn
+    from mats_jax.clap.model import _embed_audio, _embed_text, embed_audio_fn, embed_text_fn
 
     peak = matmul_peak_gflops()
     theirs = msclap_reference()

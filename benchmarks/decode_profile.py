@@ -44,8 +44,8 @@ def main(argv=None) -> int:
     from flax import nnx
 
     from mats_jax.convert.llm import load_llm, read_source
-    from mats_jax.embedded import smollm2_gguf_path
-    from mats_jax.generation import GenerationConfig, generate
+    from mats_jax.runtime.assets import smollm2_gguf_path
+    from mats_jax.models.sampler import GenerationConfig, generate
     from mats_jax.models.llama import Llama, LlamaConfig
 
     b, slots, at = args.batch, 86, 40

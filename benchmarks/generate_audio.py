@@ -111,16 +111,16 @@ def main() -> int:
     import transformers
     from flax import nnx
 
-    from mats_jax.audio import load_batch
-    from mats_jax.config_base import base
+    from mats_jax.clap.audio import load_batch
+    from mats_jax.config import base
     from mats_jax.convert.clap import from_msclap_state
     from mats_jax.convert.mats import mats_keymap
-    from mats_jax.embedded import smollm2_gguf_path
-    from mats_jax.listen import Listener, instruction_for
-    from mats_jax.model_setup import build_mats
-    from mats_jax.models.mats import TRAINABLE
-    from mats_jax.prompt import PromptBuilder
-    from mats_jax.santa import build_bank
+    from mats_jax.runtime.assets import smollm2_gguf_path
+    from mats_jax.inference.listener import Listener, instruction_for
+    from mats_jax.mats.build import build_mats
+    from mats_jax.mats.model import TRAINABLE
+    from mats_jax.mats.prompt import PromptBuilder
+    from mats_jax.mats.santa import build_bank
 
     config = base()
     model, tokenizer = build_mats(config)
@@ -176,7 +176,7 @@ def main() -> int:
         return texts
 
     t_ours, t_theirs = timed_pair(ours, theirs, args.runs)
-    from mats_jax.listen import postprocess
+    from mats_jax.inference.listener import postprocess
 
     ours_texts, their_texts = ours(), [postprocess(t) for t in theirs()]
     same = float(np.mean([a == b for a, b in zip(ours_texts, their_texts)]))

@@ -7,7 +7,7 @@ Both sides load the same embedded GGUF (dequantised to float32), in the same pro
   plain `jax.jit` of merge + call; PyTorch: `model(ids).logits` under `inference_mode`.
 - LoRA train step: r=8, alpha=32 on q_proj/v_proj, dropout 0.1 (active), AdamW (lr 1e-4,
   weight decay 0.01) over the adapters only, loss = next-token cross-entropy on every position
-  (`mats_jax.losses.next_token_loss` / `F.cross_entropy`). Ours: `nnx.split(model, LoRAParam,
+  (`mats_jax.models.losses.next_token_loss` / `F.cross_entropy`). Ours: `nnx.split(model, LoRAParam,
   RngState, ...)`, `jax.value_and_grad` w.r.t. the LoRA state only, `optax.adamw`, one `jax.jit`
   with the LoRA params, optimizer state and dropout RNG state donated. PyTorch:
   `peft.get_peft_model`, `torch.optim.AdamW`, `loss.backward()`, `opt.step()`.
@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     from flax import nnx
 
     from mats_jax.convert.llm import load_llm
-    from mats_jax.embedded import smollm2_gguf_path
-    from mats_jax.losses import next_token_loss
+    from mats_jax.runtime.assets import smollm2_gguf_path
+    from mats_jax.models.losses import next_token_loss
     from mats_jax.models.lora import add_lora
 
     peak = matmul_peak_gflops()

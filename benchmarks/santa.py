@@ -33,7 +33,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import check, load_note, print_json, print_table, setup_torch, timed_pair  # noqa: E402
-from mats_jax.santa import build_bank, default_member_batch, kmeans, retrieve_with_noise  # noqa: E402
+from mats_jax.mats.santa import build_bank, default_member_batch, kmeans, retrieve_with_noise  # noqa: E402
 
 DIM, CLUSTERS, TOP_L, AUDIO = 1024, 100, 32, 256
 TEMPERATURE, MIX, VARIANCE, ITERATIONS = 10.0, 0.7, 0.015, 10

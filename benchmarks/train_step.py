@@ -10,8 +10,8 @@ projector to the LLM's width, batch 8, one micro-batch. Each row is
 answer EOS], `--length` positions in all (data.tail_length is overridden to fit); the answers are
 shipped-corpus captions joined until the row is full, so every position is a real token and the
 loss covers the answer + EOS tokens. CLAP embeddings are random (the trainer reads cached ones).
-- Ours: exactly the trainer's step: `build_mats(config)`, `train_step.split`, `optim.adamw`,
-  `train_step.make_train_step` with the trainer's shardings on a 1-device mesh, compiled ahead
+- Ours: exactly the trainer's step: `build_mats(config)`, `steps.split`, `optim.adamw`,
+  `steps.make_train_step` with the trainer's shardings on a 1-device mesh, compiled ahead
   of time with `.lower(...).compile()` as `mats_jax.train` does (the compile time is that call),
   then called with the state donated. Noise injection, LoRA dropout, AdamW with warmup-cosine
   learning rate and decay on matrices only, all as in training.
@@ -78,7 +78,7 @@ def load_config(length: int, head_length: int):
 def training_batch(builder, batch: int):
     """A full `TrainingBatch`: shipped-corpus records, each answer a run of captions joined
     with ". " long enough to fill the tail (PromptBuilder cuts it and appends EOS)."""
-    from mats_jax import corpus
+    from mats_jax.data import corpus
 
     path = Path(corpus.__file__).parent / "train.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines()[:400]]
@@ -219,12 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch.nn.functional as F
     import transformers
 
-    from mats_jax import optim, train_step
-    from mats_jax.embedded import smollm2_gguf_path
-    from mats_jax.model_setup import build_mats
-    from mats_jax.prompt import HEAD_TEXT, PromptBuilder
-    from mats_jax.sharding import make_mesh
-    from mats_jax.tokenizer import load_tokenizer
+    from mats_jax.training import optim, steps
+    from mats_jax.runtime.assets import smollm2_gguf_path
+    from mats_jax.mats.build import build_mats
+    from mats_jax.mats.prompt import HEAD_TEXT, PromptBuilder
+    from mats_jax.runtime.sharding import make_mesh
+    from mats_jax.models.tokenizer import load_tokenizer
 
     peak = matmul_peak_gflops()
     path = smollm2_gguf_path()
@@ -246,16 +246,16 @@ def main(argv: list[str] | None = None) -> int:
 
     mesh = make_mesh(config.mesh)
     rules = tuple(tuple(rule) for rule in config.sharding_rules)
-    graphdef, trainable, rngs, frozen = train_step.split(model)
+    graphdef, trainable, rngs, frozen = steps.split(model)
     del model
     initial = flat_names(trainable)
     tx, schedule = optim.from_config(t)
-    state, state_sharding, frozen, frozen_sharding = train_step.place(trainable, rngs, frozen, tx, mesh, rules)
-    batch_sharding = train_step.batch_sharding(mesh)
-    step_fn = train_step.make_train_step(graphdef, tx, seed=t.seed, schedule=schedule,
+    state, state_sharding, frozen, frozen_sharding = steps.place(trainable, rngs, frozen, tx, mesh, rules)
+    batch_sharding = steps.batch_sharding(mesh)
+    step_fn = steps.make_train_step(graphdef, tx, seed=t.seed, schedule=schedule,
                                          state_sharding=state_sharding, frozen_sharding=frozen_sharding,
                                          batch_sharding=batch_sharding, remat=t.remat)
-    batch = jax.device_put(train_step.Batch.from_micro_batches([tb], [clap_np]), batch_sharding)
+    batch = jax.device_put(steps.Batch.from_micro_batches([tb], [clap_np]), batch_sharding)
     start = time.perf_counter()
     compiled = step_fn.lower(state, frozen, batch).compile()
     compile_s = time.perf_counter() - start

@@ -12,7 +12,7 @@ then 100 steps in ~4 min; held-out validation loss 6.6 at step 0 and ~3.3 at ste
 they cannot match the audio: "A man speaks and a woman laughs").
 """
 
-from mats_jax.config_base import base
+from mats_jax.config import base
 
 
 def get_config():

@@ -8,7 +8,7 @@ peak LR 5e-5, 90k iterations (DESIGN §2.4); everything else as MATS-LLaMA.
 Expect: a few GPU-days on one A100-class GPU; captioning quality below MATS-LLaMA (paper, Table 5).
 """
 
-from mats_jax.config_base import base
+from mats_jax.config import base
 
 
 def get_config():

@@ -22,7 +22,7 @@ gradients. A v5e-16 (16 GiB chips) needs the weights split: `--config.mesh.data=
 --config.mesh.tensor=2` (13 GiB per chip).
 """
 
-from mats_jax.config_base import base
+from mats_jax.config import base
 
 # Vicuna-7B v1.5's Hugging Face config after `--add-pad-token "[PAD]"` (vocab 32001, pad 32000):
 # what `python -m mats_jax.aot` compiles when no llm.checkpoint is given (a checkpoint's own

@@ -8,7 +8,7 @@
 #
 # Defaults: 2 processes, 2 devices each, a random port in 20000-39999. Process i gets
 # MATS_COORDINATOR_ADDRESS=127.0.0.1:PORT, MATS_NUM_PROCESSES=N, MATS_PROCESS_ID=i (read by
-# mats_jax.distributed), JAX_PLATFORMS=cpu and XLA_FLAGS=--xla_force_host_platform_device_count=D.
+# mats_jax.runtime.distributed), JAX_PLATFORMS=cpu and XLA_FLAGS=--xla_force_host_platform_device_count=D.
 # Every process prints to this terminal; only process 0 logs more than errors.
 # SIGTERM or SIGINT is passed on to every process (like a preemption: they agree on a step, save
 # a checkpoint and exit). When one process fails, the others are killed: nothing waits for a peer

@@ -12,7 +12,7 @@
 # copy and install (the slice already runs this tree). The bucket (gs://BUCKET) is mounted with
 # gcsfuse at /mnt/bucket on every worker, so all processes share one workdir (checkpoints,
 # caches, metrics), which multi-host training needs. Each worker runs one process driving its
-# chips; mats_jax.distributed finds the other workers through the TPU metadata. On preemption
+# chips; mats_jax.runtime.distributed finds the other workers through the TPU metadata. On preemption
 # the processes agree on a step and save; running the same command again resumes.
 # Needs an authenticated gcloud with a default project (or CLOUDSDK_CORE_PROJECT).
 set -euo pipefail

@@ -7,11 +7,11 @@
 libtpu compiles for any TPU topology on a CPU host (`jax.experimental.topologies` makes
 compile-only devices), so no TPU and no weights are needed: the model is built with
 `nnx.eval_shape` (Vicuna-7B costs nothing here) and the programs are the real ones —
-- `train`: the trainer's step (`train_step.make_train_step`) with the shardings the trainer
+- `train`: the trainer's step (`steps.make_train_step`) with the shardings the trainer
   derives from the config's mesh and logical-axis rules, donated state, the config's batch,
   gradient accumulation, remat and sequence layout ([head][prefix][tail]);
 - `generate`: what the listener runs per batch of CLAP embeddings — `MATS.prompt_embeddings`
-  then the compiled decode of `mats_jax.generation` with the paper's settings (beam 4, 200 new
+  then the compiled decode of `mats_jax.models.sampler` with the paper's settings (beam 4, 200 new
   tokens), the model sharded by the same rules.
 XLA then says, per chip, what each program keeps in HBM (arguments, outputs, temporaries and code;
 donated buffers counted once) and what it computes and moves (its cost analysis: one call, a loop
@@ -31,10 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import re
-import sys
-import time
 from pathlib import Path
 
 import jax
@@ -45,15 +41,15 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
-from mats_jax import cli, generation, optim, train_step
-from mats_jax.checkpoint import METADATA_FILE
-from mats_jax.convert.errors import ConversionError
-from mats_jax.convert.llm import build_model, family_of, read_source
-from mats_jax.embedded import smollm2_gguf_path
-from mats_jax.model_setup import mats_config
-from mats_jax.models.mats import MATS, TRAINABLE
-from mats_jax.prompt import InferenceBatch
-from mats_jax.sharding import make_mesh, state_shardings
+from mats_jax.config import check_layout, check_paths, check_values
+from mats_jax.mats.build import abstract_mats, llm_architecture
+from mats_jax.mats.model import MATS, TRAINABLE
+from mats_jax.mats.prompt import InferenceBatch
+from mats_jax.models import sampler
+from mats_jax.runtime import cli
+from mats_jax.runtime.sharding import BATCH_AXES, make_mesh, state_shardings
+from mats_jax.runtime.tpu import GiB, AotError, ProgramReport, Topology, analyse, topology
+from mats_jax.training import optim, steps
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<name>.py", lock_config=True)
 _TOPOLOGY = flags.DEFINE_string("topology", None, "a TPU slice: v5p-8, v4-32, v5e-16, v6e-64, ...")
@@ -68,158 +64,26 @@ _PROMPT_LENGTH = flags.DEFINE_integer(
 _GENERATE_BATCH = flags.DEFINE_integer("generate_batch", None, "generate: prompts per call (default eval.batch_size)")
 _REPORT = flags.DEFINE_string("report", None, "also write the figures here as JSON")
 
-GiB = 2**30
-AOT_LIBTPU = Path(sys.prefix) / "libtpu-aot" / "libtpu" / "libtpu.so"
 PROGRAMS = ("train", "generate")
 REMEDIES = ("split the frozen weights (--config.mesh.tensor, --config.mesh.fsdp), accumulate gradients "
             "(--config.train.grad_accum) or rematerialise (--config.train.remat=True)")
 
-
-class AotError(ValueError):
-    pass
-
-
-# ---- topologies -----------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Chip:
-    """One TPU chip as JAX sees it (v4 and v5p: both TensorCores form one "megacore" device).
-    Public per-chip figures: HBM, dense bf16 peak, HBM bandwidth."""
-
-    kind: str          # libtpu's name in topology strings ("v5" is v5p)
-    megacore: bool     # slice names count TensorCores: v5p-8 is 4 chips
-    hbm_gib: float
-    peak_tflops: float
-    hbm_gbps: float
-
-
-CHIPS = {"v4": Chip("v4", True, 32, 275, 1200), "v5p": Chip("v5", True, 95, 459, 2765),
-         "v5e": Chip("v5e", False, 16, 197, 819), "v6e": Chip("v6e", False, 32, 918, 1640)}
-CUBES = ((2, 2, 1), (2, 2, 2), (2, 2, 4), (2, 4, 4), (4, 4, 4), (4, 4, 8), (4, 8, 8), (8, 8, 8),
-         (8, 8, 16), (8, 16, 16))  # v4, v5p: 3-D torus slices
-SQUARES = ((1, 1), (2, 2), (2, 4), (4, 4), (4, 8), (8, 8), (8, 16), (16, 16))  # v5e, v6e
-
-
-@dataclasses.dataclass(frozen=True)
-class Topology:
-    name: str
-    chip: Chip
-    shape: tuple[int, ...]
-
-    @property
-    def chips(self) -> int:
-        return math.prod(self.shape)
-
-    def devices(self) -> list[jax.Device]:
-        """libtpu's compile-only devices for this slice (no TPU needed, none touched)."""
-        from jax.experimental.topologies import get_topology_desc
-
-        # setup.sh keeps libtpu out of site-packages (see there); a TPU VM's own libtpu also works.
-        if AOT_LIBTPU.is_file():
-            os.environ.setdefault("TPU_LIBRARY_PATH", str(AOT_LIBTPU))
-        # Without these libtpu probes for a TPU VM and prints errors about what it cannot find;
-        # a compile-only client also need not take the one-process-per-host lock.
-        os.environ.setdefault("TPU_ACCELERATOR_TYPE", self.name)
-        os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
-        os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-        if len(self.shape) == 3:  # slices of 64 chips and more are full tori
-            wrap = (min(self.shape) >= 4,) * 3
-        else:
-            wrap = (self.shape[0] == 16, self.shape[1] == 16, False)
-        try:
-            desc = get_topology_desc(platform="tpu", topology_name=f"{self.chip.kind}:{'x'.join(map(str, self.shape))}",
-                                     chip_config_name="megacore" if self.chip.megacore else "default",
-                                     chips_per_host_bounds=(1, 1, 1) if self.chips == 1 else (2, 2, 1),
-                                     num_slices=1, wrap=wrap)
-        except RuntimeError as e:
-            if "not installed" not in str(e):
-                raise
-            raise AotError(f"no libtpu at {AOT_LIBTPU} or in site-packages: run `bash setup.sh` "
-                           "(or set TPU_LIBRARY_PATH to a libtpu.so)") from None
-        if len(desc.devices) != self.chips:
-            raise AotError(f"{self.name}: libtpu made {len(desc.devices)} devices, expected {self.chips}")
-        return desc.devices
-
-
-def _topologies() -> dict[str, Topology]:
-    out = {}
-    for family, chip in CHIPS.items():
-        for shape in CUBES if chip.megacore else SQUARES:
-            chips = math.prod(shape)
-            name = f"{family}-{2 * chips if chip.megacore else chips}"
-            out[name] = Topology(name, chip, shape)
-    return out
-
-
-TOPOLOGIES = _topologies()
-
-
-def topology(name: str) -> Topology:
-    if name not in TOPOLOGIES:
-        raise AotError(f"unknown topology {name!r}; known: {', '.join(TOPOLOGIES)}")
-    return TOPOLOGIES[name]
-
-
-# ---- the model, abstractly --------------------------------------------------------------------
-
-def llm_architecture(config: ml_collections.ConfigDict) -> tuple[str, dict]:
-    """(family, Hugging Face config) of the LLM the run will train, without its weights: a
-    checkpoint folder's metadata, else `llm.architecture` (configs/mats_llama.py names
-    Vicuna-7B's), else the LLM file itself (a GGUF, or the embedded SmolLM2-135M: small)."""
-    checkpoint = config.llm.checkpoint
-    folder = Path(checkpoint) if checkpoint else None
-    if folder is not None and (folder / METADATA_FILE).is_file():
-        metadata = json.loads((folder / METADATA_FILE).read_text())
-        return metadata["family"], metadata["config"]
-    if folder is not None and (folder / "config.json").is_file():
-        hf_config = json.loads((folder / "config.json").read_text())
-        return family_of(hf_config, checkpoint), hf_config
-    if not checkpoint and config.llm.get("architecture"):
-        hf_config = config.llm.architecture.to_dict()
-        return family_of(hf_config, "llm.architecture"), hf_config
-    family, hf_config, _ = read_source(checkpoint or smollm2_gguf_path())
-    return family, hf_config
-
-
-def abstract_mats(config: ml_collections.ConfigDict, family: str, hf_config: dict) -> MATS:
-    """MATS as the trainer builds it (`model_setup.build_mats`), with shapes and dtypes only."""
-    llm = config.llm
-
-    def build():
-        model = build_model(family, hf_config, dtype=jnp.dtype(llm.dtype), param_dtype=jnp.dtype(llm.param_dtype))
-        return MATS(model, mats_config(config), rngs=nnx.Rngs(config.train.seed))
-
-    return nnx.eval_shape(build)
-
-
 # ---- the programs -----------------------------------------------------------------------------
-
-def check_batch(config: ml_collections.ConfigDict, mesh: Mesh, generate_batch: int) -> None:
-    """The trainer's checks of the batch against the mesh, for this topology's devices."""
-    t = config.train
-    ways = mesh.shape["data"] * mesh.shape["fsdp"]
-    if t.batch_size % t.grad_accum or (t.batch_size // t.grad_accum) % ways:
-        raise AotError(f"micro-batch train.batch_size / train.grad_accum = {t.batch_size} / {t.grad_accum} "
-                       f"does not split over data×fsdp = {ways}")
-    if generate_batch % ways:
-        raise AotError(f"generate batch {generate_batch} does not split over data×fsdp = {ways} "
-                       f"(--generate_batch, default eval.batch_size)")
-
 
 def lower_train(model: MATS, config: ml_collections.ConfigDict, mesh: Mesh, rules, head_length: int):
     """The trainer's step, lowered for abstract state, frozen weights and batch."""
     t = config.train
-    graphdef, trainable, rngs, frozen = train_step.split(model)
+    graphdef, trainable, rngs, frozen = steps.split(model)
     tx, schedule = optim.from_config(t)
-    state = jax.eval_shape(lambda params, streams: train_step.init_state(params, streams, tx), trainable, rngs)
-    state_sharding = train_step.state_sharding(state, mesh, rules)
+    state = jax.eval_shape(lambda params, streams: steps.init_state(params, streams, tx), trainable, rngs)
+    state_sharding = steps.state_sharding(state, mesh, rules)
     frozen_sharding = state_shardings(frozen, mesh, rules)
-    step = train_step.make_train_step(graphdef, tx, seed=t.seed, schedule=schedule,
+    step = steps.make_train_step(graphdef, tx, seed=t.seed, schedule=schedule,
                                       state_sharding=state_sharding, frozen_sharding=frozen_sharding,
-                                      batch_sharding=train_step.batch_sharding(mesh), remat=t.remat)
+                                      batch_sharding=steps.batch_sharding(mesh), remat=t.remat)
     rows = (t.grad_accum, t.batch_size // t.grad_accum)
     tail = rows + (config.data.tail_length,)
-    batch = train_step.Batch(jax.ShapeDtypeStruct((head_length,), jnp.int32), jax.ShapeDtypeStruct(tail, jnp.int32),
+    batch = steps.Batch(jax.ShapeDtypeStruct((head_length,), jnp.int32), jax.ShapeDtypeStruct(tail, jnp.int32),
                              jax.ShapeDtypeStruct(tail, jnp.bool_), jax.ShapeDtypeStruct(tail, jnp.bool_),
                              jax.ShapeDtypeStruct(rows + (config.clap.dim,), jnp.float32))
     return step.lower(state, frozen, batch)
@@ -230,82 +94,20 @@ def lower_generate(model: MATS, hf_config: dict, mesh: Mesh, rules, batch: int, 
     """CLAP embeddings [batch, dim] -> the paper's beam-search output, as the listener runs it:
     the prompt embeddings (mapper, projector, LLM embedding) then `generation`'s compiled decode."""
     eos, pad = hf_config.get("eos_token_id"), hf_config.get("pad_token_id")
-    config = generation.GenerationConfig.paper(eos_token_id=eos, pad_token_id=pad)
+    config = sampler.GenerationConfig.paper(eos_token_id=eos, pad_token_id=pad)
     graphdef, state = nnx.split(model)
-    rows, replicated = NamedSharding(mesh, PartitionSpec(train_step.BATCH_AXES)), NamedSharding(mesh, PartitionSpec())
+    rows, replicated = NamedSharding(mesh, PartitionSpec(BATCH_AXES)), NamedSharding(mesh, PartitionSpec())
 
     def describe(state, clap, head, tail, tail_mask):
         model = nnx.merge(graphdef, state)
         embeddings, mask = model.prompt_embeddings(clap, InferenceBatch(head, tail, tail_mask))
-        # `generation.generate` is this jitted decode plus a copy of its result to the host
-        return generation._generate(model.llm, None, embeddings, mask, None, config=config)
+        # `sampler.generate` is this jitted decode plus a copy of its result to the host
+        return sampler._generate(model.llm, None, embeddings, mask, None, config=config)
 
     fn = jax.jit(describe, in_shardings=(state_shardings(state, mesh, rules), rows, replicated, rows, rows))
     sds = jax.ShapeDtypeStruct
     return fn.lower(state, sds((batch, model.config.mapper.clap_dim), jnp.float32), sds((head_length,), jnp.int32),
                     sds((batch, prompt_length), jnp.int32), sds((batch, prompt_length), jnp.bool_))
-
-
-# ---- what the compiler says -------------------------------------------------------------------
-
-_COLLECTIVE = re.compile(r"= (.+?) (all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)(?:-start)?\(")
-_ARRAY = re.compile(r"\b(pred|[suf]\d+|bf16)\[([\d,]*)\]")
-
-
-def collectives(hlo: str) -> dict[str, dict[str, float]]:
-    """{kind: {count, bytes}} of the collectives in the optimised program text (a loop body counts
-    once; bytes = each op's largest buffer, e.g. the gathered array)."""
-    out: dict[str, dict[str, float]] = {}
-    for shape, kind in _COLLECTIVE.findall(hlo):
-        sizes = [math.prod(int(d) for d in dims.split(",") if d) * _bytes(dtype)
-                 for dtype, dims in _ARRAY.findall(shape)]
-        entry = out.setdefault(kind, {"count": 0, "bytes": 0.0})
-        entry["count"] += 1
-        entry["bytes"] += max(sizes, default=0)
-    return out
-
-
-def _bytes(dtype: str) -> int:
-    """Bytes per element of an HLO type: pred, s8, bf16, f32, u64, ..."""
-    return 1 if dtype == "pred" else max(1, int(dtype.lstrip("bfsu")) // 8)
-
-
-@dataclasses.dataclass
-class ProgramReport:
-    """Per-chip figures of one compiled program (bytes; FLOPs and traffic of one call)."""
-
-    name: str
-    arguments: int
-    outputs: int
-    aliased: int
-    temporaries: int
-    code: int
-    flops: float
-    bytes_accessed: float
-    collectives: dict
-    compile_s: float
-
-    @property
-    def total(self) -> int:
-        return self.arguments + self.outputs - self.aliased + self.temporaries + self.code
-
-
-def analyse(name: str, lowered) -> ProgramReport:
-    start = time.perf_counter()
-    try:
-        compiled = lowered.compile()
-    except jax.errors.JaxRuntimeError as e:
-        message = str(e).strip().splitlines()[0]
-        if "RESOURCE_EXHAUSTED" in message:
-            raise AotError(f"the {name} program does not fit: {message} ({REMEDIES})") from None
-        raise
-    seconds = time.perf_counter() - start
-    memory = compiled.memory_analysis()
-    cost = compiled.cost_analysis() or {}
-    return ProgramReport(name, memory.argument_size_in_bytes, memory.output_size_in_bytes,
-                         memory.alias_size_in_bytes, memory.temp_size_in_bytes,
-                         memory.generated_code_size_in_bytes, float(cost.get("flops", 0.0)),
-                         float(cost.get("bytes accessed", 0.0)), collectives(compiled.as_text()), seconds)
 
 
 def model_flops(model: MATS, config: ml_collections.ConfigDict, head_length: int) -> dict[str, float]:
@@ -363,10 +165,11 @@ def run(config: ml_collections.ConfigDict, topology_name: str, *, programs: list
         raise AotError(f"{topology_name} has {slice_.chips} chips: {e}") from None
     rules = tuple(tuple(rule) for rule in config.sharding_rules)
     generate_batch = generate_batch or config.eval.batch_size
-    check_batch(config, mesh, generate_batch)
+    check_values(config)
+    check_layout(config, mesh, generate_batch)
+    check_paths(config, ("llm.checkpoint",))
     family, hf_config = llm_architecture(config)
-    jax.config.update("jax_default_prng_impl", config.train.prng_impl)  # as the trainer does
-    model = abstract_mats(config, family, hf_config)
+    model = abstract_mats(config)
     trainable = nnx.state(model, TRAINABLE)
     frozen = nnx.state(model, nnx.All(nnx.Param, nnx.Not(TRAINABLE)))
     t = config.train
@@ -384,7 +187,7 @@ def run(config: ml_collections.ConfigDict, topology_name: str, *, programs: list
     for name in programs:
         lowered = (lower_train(model, config, mesh, rules, head_length) if name == "train" else
                    lower_generate(model, hf_config, mesh, rules, generate_batch, head_length, prompt_length))
-        reports.append(analyse(name, lowered))
+        reports.append(analyse(name, lowered, REMEDIES))
     print_table(reports, budget)
 
     figures = {"topology": topology_name, "chips": slice_.chips, "chip": dataclasses.asdict(chip),
@@ -453,7 +256,7 @@ def main(argv: list[str]) -> None:
         figures = run(_CONFIG.value, _TOPOLOGY.value, programs=_PROGRAMS.value, hbm_gib=_HBM_GIB.value,
                       step_time=_STEP_TIME.value, head_length=_HEAD_LENGTH.value,
                       prompt_length=_PROMPT_LENGTH.value, generate_batch=_GENERATE_BATCH.value)
-    except (AotError, ConversionError) as e:  # ConversionError: an unreadable llm.checkpoint
+    except cli.INPUT_ERRORS as e:  # ModelFileError among them: an unreadable llm.checkpoint
         cli.fail(str(e))
     if _REPORT.value:
         Path(_REPORT.value).write_text(json.dumps(figures, indent=2, default=str) + "\n")

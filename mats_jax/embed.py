@@ -6,21 +6,22 @@
 Writes OUT (float32 [N, dim], as the encoder returns them: not normalised) and OUT's `.json`
 sidecar naming each row (file or caption) and each file that could not be read. A bad file is
 reported and skipped; the others are still embedded. Without --clap, CLAP weights are random
-(a loud warning says so). Audio is loaded as msclap does (see `mats_jax.audio`).
+(a loud warning says so). Audio is loaded as msclap does (see `mats_jax.clap.audio`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from mats_jax.arguments import positive_int
+from mats_jax.runtime.cli import positive_int, reports_input_errors
+from mats_jax.runtime.errors import InputError
+from mats_jax.runtime.fileio import atomic_file
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,39 +39,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def on_all_devices(model):
-    """Replicates `model` on all of this process's devices and returns the function that splits
-    a batch over them (padded to a multiple of their number; see `mats_jax.sharding`)."""
-    from mats_jax.sharding import data_parallel_mesh, replicate, split_rows
+def embed_audio(model, paths: list[Path], args) -> tuple[np.ndarray, list[str], dict[str, str]]:
+    from mats_jax.clap.batches import embed_audio_files
 
-    mesh = data_parallel_mesh()
-    replicate(mesh, model)
-    return lambda rows: split_rows(mesh, rows)
+    return embed_audio_files(model, paths, batch_size=args.batch_size, crop=args.crop, rng=args.seed,
+                             to_devices=on_all_devices(model), progress=True)
 
 
-def embed_audio(model, paths: list[Path], args) -> tuple[list[np.ndarray], list[str], dict[str, str]]:
-    from mats_jax.audio import load_batch
-    from mats_jax.models.clap import embed_audio_fn
-
-    to_devices = on_all_devices(model)
-    embed = embed_audio_fn(model)
-    config = model.config
-    rows, names, errors = [], [], {}
-    rng = np.random.default_rng(args.seed)
-    for start in tqdm(range(0, len(paths), args.batch_size), desc="audio", unit="batch"):
-        batch = paths[start:start + args.batch_size]
-        clips, failed = load_batch(batch, sample_rate=config.sample_rate, duration=config.duration,
-                                   crop=args.crop, rng=rng)
-        errors.update(failed)
-        if len(clips):
-            rows.append(np.asarray(embed(to_devices(clips))[0])[:len(clips)])
-            names += [str(p) for p in batch if str(p) not in failed]
-    return rows, names, errors
-
-
-def embed_text(model, captions: list[str], args) -> tuple[list[np.ndarray], list[str], dict[str, str]]:
-    from mats_jax.clap_tokenizers import msclap_tokenize
-    from mats_jax.models.clap import embed_text_fn
+def embed_text(model, captions: list[str], args) -> tuple[np.ndarray, list[str], dict[str, str]]:
+    from mats_jax.clap.model import embed_text_fn
+    from mats_jax.clap.caption_tokens import msclap_tokenize
 
     to_devices = on_all_devices(model)
     embed = embed_text_fn(model)
@@ -78,45 +56,45 @@ def embed_text(model, captions: list[str], args) -> tuple[list[np.ndarray], list
     for start in tqdm(range(0, len(captions), args.batch_size), desc="text", unit="batch"):
         ids, _ = msclap_tokenize(captions[start:start + args.batch_size], truncate=True)
         rows.append(np.asarray(embed(to_devices(ids)))[:len(ids)])
-    return rows, captions, {}
+    return np.concatenate(rows).astype(np.float32), captions, {}
 
 
-def save(out: Path, rows: list[np.ndarray], names: list[str], errors: dict[str, str]) -> None:
+def on_all_devices(model):
+    """Replicates `model` on all of this process's devices and returns the function that splits
+    a batch over them (padded to a multiple of their number; see `mats_jax.runtime.sharding`)."""
+    from mats_jax.runtime.sharding import data_parallel_mesh, replicate, split_rows
+
+    mesh = data_parallel_mesh()
+    replicate(mesh, model)
+    return lambda rows: split_rows(mesh, rows)
+
+
+def save(out: Path, table: np.ndarray, names: list[str], errors: dict[str, str]) -> None:
     """Write OUT and OUT.json atomically (temporary names, then rename)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table = np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
-    tmp = out.with_name(out.name + ".tmp.npy")
-    np.save(tmp, table)
-    sidecar = out.with_suffix(".json")
-    tmp_sidecar = sidecar.with_name(sidecar.name + ".tmp")
-    tmp_sidecar.write_text(json.dumps({"rows": names, "errors": errors}, indent=1))
-    os.replace(tmp, out)
-    os.replace(tmp_sidecar, sidecar)
+    with atomic_file(out) as tmp, atomic_file(out.with_suffix(".json")) as tmp_sidecar:
+        np.save(tmp, table)
+        tmp_sidecar.write_text(json.dumps({"rows": names, "errors": errors}, indent=1))
 
 
+@reports_input_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from mats_jax.audio import AudioError, audio_files
-    from mats_jax.convert.errors import ConversionError
-    from mats_jax.model_setup import load_clap_or_random
+    from mats_jax.clap.audio import audio_files
+    from mats_jax.clap.load import load_clap_or_random
 
-    try:
-        if args.audio is not None:
-            inputs = audio_files(args.audio)
-        else:
-            if not args.text.is_file():
-                raise FileNotFoundError(f"{args.text}: no such file")
-            inputs = [line.strip() for line in args.text.read_text().splitlines() if line.strip()]
-        if not inputs:
-            raise ValueError(f"{args.audio or args.text}: nothing to embed")
-        model = load_clap_or_random(args.clap)
-        rows, names, errors = (embed_audio if args.audio is not None else embed_text)(model, inputs, args)
-    except (AudioError, ConversionError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if args.audio is not None:
+        inputs = audio_files(args.audio)
+    else:
+        if not args.text.is_file():
+            raise FileNotFoundError(f"{args.text}: no such file")
+        inputs = [line.strip() for line in args.text.read_text().splitlines() if line.strip()]
+    if not inputs:
+        raise InputError(f"{args.audio or args.text}: nothing to embed")
+    model = load_clap_or_random(args.clap)
+    table, names, errors = (embed_audio if args.audio is not None else embed_text)(model, inputs, args)
     for path, message in errors.items():
         print(f"skipped: {message}", file=sys.stderr)
-    save(args.out, rows, names, errors)
+    save(args.out, table, names, errors)
     print(f"wrote {len(names)} embeddings to {args.out} ({len(errors)} skipped)")
     return 0 if names else 1
 

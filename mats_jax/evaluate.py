@@ -25,7 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mats_jax.arguments import non_negative_int, positive_int
+from mats_jax.runtime.cli import non_negative_int, positive_int, reports_input_errors
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,33 +49,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@reports_input_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import numpy as np
     from tqdm import tqdm
 
-    from mats_jax.audio import AudioError
-    from mats_jax.convert.errors import ConversionError
+    from mats_jax.clap.load import text_encoder
     from mats_jax.evaluation import benchmarks, report, scoring
-    from mats_jax.listen import Listener
-    from mats_jax.model_setup import text_encoder
+    from mats_jax.inference.listener import Listener
 
     benchmark = benchmarks.BENCHMARKS[args.benchmark]
-    try:
-        metadata = benchmarks.metadata_file(benchmark, args.data)
-        all_examples = benchmarks.read_examples(benchmark, metadata)
-        examples = all_examples[:args.limit]
-        if benchmark.kind == "captioning":
-            scoring.require_java()
-        audio_root = args.audio or (args.data if args.data.is_dir() else metadata.parent)
-        paths, missing = benchmarks.find_audio(benchmark, examples, audio_root)
-        if not paths:
-            raise benchmarks.BenchmarkError(f"{audio_root}: no audio for any of the {len(examples)} "
-                                            f"{benchmark.name} examples of {metadata}")
-        listener = Listener.from_workdir(args.workdir, step=args.step, clap_checkpoint=args.clap)
-    except (AudioError, ConversionError, FileNotFoundError, ValueError, scoring.JavaMissing) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    metadata = benchmarks.metadata_file(benchmark, args.data)
+    all_examples = benchmarks.read_examples(benchmark, metadata)
+    examples = all_examples[:args.limit]
+    if benchmark.kind == "captioning":
+        scoring.require_java()
+    audio_root = args.audio or (args.data if args.data.is_dir() else metadata.parent)
+    paths, missing = benchmarks.find_audio(benchmark, examples, audio_root)
+    if not paths:
+        raise benchmarks.BenchmarkError(f"{audio_root}: no audio for any of the {len(examples)} "
+                                        f"{benchmark.name} examples of {metadata}")
+    listener = Listener.from_workdir(args.workdir, step=args.step, clap_checkpoint=args.clap)
     skipped = {clip: f"no audio file for it under {audio_root}" for clip in missing}
     if listener.clap_checkpoint is None:
         print(f"warning: {report.RANDOM_CLAP_NOTE}", file=sys.stderr)
@@ -86,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     skipped |= {clip: errors[str(paths[clip])] for clip in clips if str(paths[clip]) in errors}
     scored = [e for e in examples if e.clip in paths and str(paths[e.clip]) in by_file]
     if not scored:
-        print(f"error: none of the {len(examples)} {benchmark.name} clips could be read", file=sys.stderr)
-        return 1
+        raise benchmarks.BenchmarkError(f"none of the {len(examples)} {benchmark.name} clips could be read")
     generation = listener.paper_generation(max_new_tokens=args.max_new_tokens)
     texts: list[str] = []
     for start in tqdm(range(0, len(scored), args.batch_size), desc=benchmark.name, unit="batch"):
@@ -97,23 +91,15 @@ def main(argv: list[str] | None = None) -> int:
                                    question=[e.question for e in batch] if benchmark.kind == "qa" else None,
                                    generation=generation)
 
-    confusion = None
-    unavailable: dict[str, str] = {}
-    if benchmark.kind == "classification":
-        classes = sorted({e.references[0] for e in all_examples})
-        embed, tokenize = text_encoder(listener.clap)
+    embed, tokenize = text_encoder(listener.clap)
 
-        def embed_texts(strings: list[str]) -> np.ndarray:
-            return np.concatenate([np.asarray(embed(tokenize(strings[i:i + 64])))
-                                   for i in range(0, len(strings), 64)])
+    def embed_texts(strings: list[str]) -> np.ndarray:
+        return np.concatenate([np.asarray(embed(tokenize(strings[i:i + 64])))
+                               for i in range(0, len(strings), 64)])
 
-        metrics, matrix = scoring.classification_scores(texts, [e.references[0] for e in scored], classes,
-                                                        embed_texts)
-        confusion = (matrix, classes)
-    elif benchmark.kind == "captioning":
-        metrics, unavailable = scoring.caption_scores(texts, [e.references for e in scored])
-    else:
-        metrics = scoring.qa_scores(texts, [e.references for e in scored])
+    metrics, unavailable, confusion = scoring.score(
+        benchmark.kind, texts, [e.references for e in scored], embed_texts=embed_texts,
+        classes=sorted({e.references[0] for e in all_examples}) if benchmark.kind == "classification" else ())
 
     summary = {
         "benchmark": benchmark.name, "workdir": str(args.workdir), "step": listener.step,

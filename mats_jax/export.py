@@ -17,9 +17,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from mats_jax.arguments import non_negative_int
+from mats_jax.runtime.cli import non_negative_int, reports_input_errors
 
 
+@reports_input_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mats_jax.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,14 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
-    from mats_jax.convert.errors import ConversionError
-    from mats_jax.convert.mats import EXPORTERS
+    from mats_jax.training.interchange import EXPORTERS
 
-    try:
-        EXPORTERS[args.format](args.workdir, args.out, step=args.step)
-    except (ConversionError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    EXPORTERS[args.format](args.workdir, args.out, step=args.step)
     print(f"wrote {args.format} {args.out}")
     return 0
 

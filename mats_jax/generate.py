@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from mats_jax.arguments import non_negative_int, positive_int
+from mats_jax.data.records import COMMAND_LINE_TASKS
+from mats_jax.runtime.cli import non_negative_int, positive_int, reports_input_errors
+from mats_jax.runtime.errors import InputError
+from mats_jax.runtime.fileio import atomic_file
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -29,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     model.add_argument("--checkpoint", type=Path, help="one checkpoint: WORKDIR/checkpoints/STEP")
     parser.add_argument("--step", type=non_negative_int, help="checkpoint step (default: the latest)")
     parser.add_argument("--audio", type=Path, required=True, help="an audio file or a folder of them")
-    parser.add_argument("--task", default="caption", choices=("caption", "cla_label", "music_caption", "QA"))
+    parser.add_argument("--task", default="caption", choices=tuple(COMMAND_LINE_TASKS.values()))
     parser.add_argument("--question", help="for --task QA")
     parser.add_argument("--tag", default="", help='dataset tag after </Speech>, e.g. "[single event]"')
     parser.add_argument("--santa", action=argparse.BooleanOptionalAction, default=True)
@@ -39,22 +41,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@reports_input_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from mats_jax.audio import AudioError, audio_files
-    from mats_jax.convert.errors import ConversionError
-    from mats_jax.listen import Listener, instruction_for
+    from mats_jax.clap.audio import audio_files
+    from mats_jax.data.records import instruction_for
+    from mats_jax.inference.listener import Listener
 
-    try:
-        instruction_for(args.task, args.question)
-        files = audio_files(args.audio)
-        if args.checkpoint and args.step is not None:
-            raise ValueError("--step goes with --workdir; --checkpoint names its step")
-        listener = (Listener.from_checkpoint(args.checkpoint, clap_checkpoint=args.clap) if args.checkpoint
-                    else Listener.from_workdir(args.workdir, step=args.step, clap_checkpoint=args.clap))
-    except (AudioError, ConversionError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    instruction_for(args.task, args.question)
+    files = audio_files(args.audio)
+    if args.checkpoint and args.step is not None:
+        raise InputError("--step goes with --workdir; --checkpoint names its step")
+    listener = (Listener.from_checkpoint(args.checkpoint, clap_checkpoint=args.clap) if args.checkpoint
+                else Listener.from_workdir(args.workdir, step=args.step, clap_checkpoint=args.clap))
     results = []
     for start in range(0, len(files), args.batch_size):
         embeddings, names, errors = listener.embed_audio(files[start:start + args.batch_size])
@@ -68,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}\t{text}", flush=True)
             results.append({"file": name, "task": args.task, "text": text})
     if args.out:
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in results))
-        os.replace(tmp, args.out)
+        with atomic_file(args.out) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in results))
     return 0 if results else 1
 
 

@@ -17,11 +17,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from mats_jax.convert.errors import ConversionError
 from mats_jax.convert.llm import load_llm
-from mats_jax.embedded import smollm2_gguf_path
-from mats_jax.generation import GenerationConfig, generate
-from mats_jax.tokenizer import load_tokenizer
+from mats_jax.runtime.assets import smollm2_gguf_path
+from mats_jax.models.sampler import GenerationConfig, generate
+from mats_jax.models.tokenizer import load_tokenizer
+from mats_jax.runtime.cli import reports_input_errors
+from mats_jax.runtime.errors import InputError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> str:
     ids = tokenizer(prompt, add_special_tokens=not args.chat, return_tensors="np").input_ids
     context = model.config.context_length
     if ids.shape[1] + args.max_new_tokens > context:
-        raise ValueError(f"prompt of {ids.shape[1]} tokens + {args.max_new_tokens} new tokens "
+        raise InputError(f"prompt of {ids.shape[1]} tokens + {args.max_new_tokens} new tokens "
                          f"exceeds the model's context of {context}")
     config = GenerationConfig(
         max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
@@ -68,13 +69,9 @@ def run(args: argparse.Namespace) -> str:
     return tokenizer.decode(np.asarray(new[0]), skip_special_tokens=True)
 
 
+@reports_input_errors
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        print(run(args))
-    except (ConversionError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    print(run(parse_args(argv)))
     return 0
 
 

@@ -5,7 +5,7 @@ the sources the config trains on, looks up their CLAP text embeddings in the cor
 (built exactly as the trainer builds it when missing, so the two share one cache), L2-normalises
 them, runs k-means (`santa.clusters`, `santa.iterations`) and saves the bank to DIR/memory_bank/.
 The bank must come from the same CLAP weights as the audio embeddings it will meet, which the
-cache name (`clap_cache_name`) guarantees.
+cache name (`mats_jax.clap.load.cache_name`) guarantees.
 """
 
 from __future__ import annotations
@@ -20,20 +20,22 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from mats_jax import cli, distributed, text_embeddings
+from mats_jax.clap import text_cache
+from mats_jax.clap.load import cache_name
+from mats_jax.config import check_paths, check_values
 from mats_jax.data import pipeline
-from mats_jax.model_setup import clap_cache_name, clap_text_encoder, prepare_corpus
-from mats_jax.santa import build_bank
-from mats_jax.sharding import make_mesh
+from mats_jax.data.prepare import corpus_for_run
+from mats_jax.mats.santa import build_bank
+from mats_jax.runtime import cli, distributed
+from mats_jax.runtime.errors import InputError
+from mats_jax.runtime.sharding import make_mesh
+from mats_jax.training.workdir import BANK_FOLDER
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<name>.py", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "the bank goes to WORKDIR/memory_bank")
 
 
-BANK_FOLDER = "memory_bank"  # inside the workdir
-
-
-class BankError(ValueError):
+class BankError(InputError):
     """Bad input for the bank, reported as one line before any clustering."""
 
 
@@ -51,14 +53,11 @@ def training_texts(corpus_dir: Path, manifest: dict, sources: dict[str, float]) 
 
 def build(config: ml_collections.ConfigDict, workdir: Path) -> Path:
     """Builds the bank into WORKDIR/memory_bank and returns that folder."""
+    check_values(config)
+    check_paths(config, ("clap.checkpoint", "data.corpus"))
     s = config.santa.to_dict()
-    for key, least in {"bank_size": 1, "clusters": 1, "iterations": 0}.items():
-        if not isinstance(s[key], int) or s[key] < least:
-            raise BankError(f"santa.{key} must be an integer >= {least}, got {s[key]!r}")
-    if config.data.corpus and not Path(config.data.corpus).exists():
-        raise BankError(f"data.corpus: {config.data.corpus} does not exist")
     workdir.mkdir(parents=True, exist_ok=True)
-    corpus_dir = prepare_corpus(config.data, workdir)
+    corpus_dir = corpus_for_run(config.data, workdir)
     try:
         manifest = pipeline.load_manifest(corpus_dir)
     except (FileNotFoundError, ValueError) as e:
@@ -73,9 +72,8 @@ def build(config: ml_collections.ConfigDict, workdir: Path) -> Path:
 
     # the trainer's table (all splits), so both share one cache and CLAP runs only if it is missing
     all_texts = (record.text for record in pipeline.all_records(corpus_dir, manifest))
-    table = text_embeddings.build(corpus_dir / "clap_text_embeddings" / clap_cache_name(config.clap),
-                                  all_texts, lambda: clap_text_encoder(config.clap),
-                                  mesh=make_mesh(config.mesh))
+    table = text_cache.for_corpus(corpus_dir, all_texts, checkpoint=config.clap.checkpoint,
+                                  seed=config.clap.seed, mesh=make_mesh(config.mesh))
     try:
         embeddings = table.lookup(chosen)
     except KeyError as e:
@@ -88,7 +86,7 @@ def build(config: ml_collections.ConfigDict, workdir: Path) -> Path:
                  int((counts == 0).sum()))
     out = workdir / BANK_FOLDER
     if distributed.is_process_zero():  # every process computed the same bank; one writes it
-        bank.save(out, {"texts": chosen, "clap": clap_cache_name(config.clap), "corpus": str(corpus_dir),
+        bank.save(out, {"texts": chosen, "clap": cache_name(config.clap.checkpoint, config.clap.seed), "corpus": str(corpus_dir),
                         "santa": s})
         logging.info("saved the memory bank to %s", out)
     distributed.barrier("memory bank saved")
@@ -96,4 +94,4 @@ def build(config: ml_collections.ConfigDict, workdir: Path) -> Path:
 
 
 if __name__ == "__main__":
-    cli.run(build, _CONFIG, _WORKDIR, (BankError,))
+    cli.run(build, _CONFIG, _WORKDIR)

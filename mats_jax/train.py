@@ -31,48 +31,33 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
-from mats_jax import checkpointing, cli, distributed, optim, text_embeddings, train_step
+from mats_jax.clap import text_cache
+from mats_jax.config import ConfigError, check_layout, check_paths, check_values
 from mats_jax.data import pipeline
-from mats_jax.generation import GenerationConfig, generate
-from mats_jax.metrics import MetricsWriter, StepProfiler
-from mats_jax.model_setup import build_mats, clap_cache_name, clap_text_encoder, prepare_corpus
-from mats_jax.prompt import PromptBuilder
-from mats_jax.sharding import make_mesh
+from mats_jax.data.prepare import corpus_for_run
+from mats_jax.mats.build import build_mats
+from mats_jax.mats.prompt import PromptBuilder
+from mats_jax.models.sampler import GenerationConfig, generate
+from mats_jax.runtime import cli, distributed
+from mats_jax.runtime.sharding import BATCH_AXES, make_mesh
+from mats_jax.training import optim, steps, workdir as workdirs
+from mats_jax.training.metrics import MetricsWriter, StepProfiler
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<name>.py", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints, metrics and caches go here")
 
 
-class ConfigError(ValueError):
-    pass
-
-
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Everything that can be checked before loading anything."""
-    t = config.train
-    if t.batch_size % t.grad_accum:
-        raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by train.grad_accum {t.grad_accum}")
-    micro = t.batch_size // t.grad_accum
+    check_values(config)
     try:
         mesh = make_mesh(config.mesh)
     except ValueError as e:
-        processes = f" ({jax.process_count()} processes × {jax.local_device_count()} devices)" if jax.process_count() > 1 else ""
+        processes = (f" ({jax.process_count()} processes × {jax.local_device_count()} devices)"
+                     if jax.process_count() > 1 else "")
         raise ConfigError(f"{e}{processes}") from None
-    data_ways = mesh.shape["data"] * mesh.shape["fsdp"]
-    if micro % data_ways:
-        raise ConfigError(f"micro-batch {micro} (train.batch_size / train.grad_accum) is not divisible "
-                          f"by the data axes data×fsdp = {data_ways}")
-    if config.eval.batch_size % data_ways:
-        raise ConfigError(f"eval.batch_size {config.eval.batch_size} is not divisible by data×fsdp = {data_ways}")
-    for name in ("llm.checkpoint", "clap.checkpoint", "data.corpus"):
-        value = config[name.split(".")[0]][name.split(".")[1]]
-        if value and not Path(value).exists():
-            raise ConfigError(f"{name}: {value} does not exist")
-    for name in ("profile_start", "profile_steps"):
-        if not isinstance(t[name], int) or t[name] < 0:
-            raise ConfigError(f"train.{name} must be an integer >= 0, got {t[name]!r}")
-    if not any(w > 0 for w in config.data.sources.values()):
-        raise ConfigError(f"data.sources {dict(config.data.sources)} has no positive weight")
+    check_layout(config, mesh)
+    check_paths(config)
 
 
 class StopOnSignal:
@@ -112,9 +97,9 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
     check_config(config)
     workdir.mkdir(parents=True, exist_ok=True)
     if distributed.is_process_zero():  # what generation and evaluation rebuild the model from
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        workdirs.write_config(workdir, config)
     distributed.barrier("config written")
-    distributed.wait_for_file(workdir / "config.json")  # the workdir is shared, or this fails clearly
+    distributed.wait_for_file(workdir / workdirs.CONFIG_FILE)  # the workdir is shared, or this fails clearly
     mesh = make_mesh(config.mesh)
     rules = tuple(tuple(rule) for rule in config.sharding_rules)
     t = config.train
@@ -125,11 +110,11 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
                             max_answer_tokens=config.data.max_answer_tokens)
 
     # Data: the prepared corpus, its CLAP text embeddings (cached), this process's share of each batch.
-    corpus_dir = prepare_corpus(config.data, workdir)
+    corpus_dir = corpus_for_run(config.data, workdir)
     manifest = pipeline.load_manifest(corpus_dir)
     all_texts = (record.text for record in pipeline.all_records(corpus_dir, manifest))
-    table = text_embeddings.build(corpus_dir / "clap_text_embeddings" / clap_cache_name(config.clap),
-                                  all_texts, lambda: clap_text_encoder(config.clap), mesh=mesh)
+    table = text_cache.for_corpus(corpus_dir, all_texts, checkpoint=config.clap.checkpoint,
+                                  seed=config.clap.seed, mesh=mesh)
 
     def to_arrays(records):
         batch = builder.training_batch([r.instruction for r in records], [r.tag for r in records],
@@ -137,7 +122,7 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
         return batch, table.lookup([r.text for r in records])
 
     micro = t.batch_size // t.grad_accum
-    shard, shards = distributed.batch_shard(NamedSharding(mesh, PartitionSpec(train_step.BATCH_AXES)), micro)
+    shard, shards = distributed.batch_shard(NamedSharding(mesh, PartitionSpec(BATCH_AXES)), micro)
     train_data = pipeline.make_iterator(corpus_dir, sources=dict(config.data.sources), split="train",
                                         batch_size=micro, seed=config.data.seed, batch_fn=to_arrays,
                                         shard_index=shard, shard_count=shards)
@@ -145,28 +130,28 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
                                          count=config.eval.batches * config.eval.batch_size)
 
     # State: trainable f32 parameters with AdamW, sharded by the logical-axis rules.
-    graphdef, trainable, rngs, frozen = train_step.split(model)
+    graphdef, trainable, rngs, frozen = steps.split(model)
     del model
     tx, schedule = optim.from_config(t)
-    state, state_sharding, frozen, frozen_sharding = train_step.place(trainable, rngs, frozen, tx, mesh, rules)
+    state, state_sharding, frozen, frozen_sharding = steps.place(trainable, rngs, frozen, tx, mesh, rules)
 
-    checkpoints = checkpointing.Checkpoints(workdir / "checkpoints", keep=t.keep_checkpoints)
+    checkpoints = workdirs.checkpoints(workdir, config)
     start = checkpoints.latest_step() or 0
     if start:
         state = checkpoints.restore(start, state, train_data)
         logging.info("resumed from step %d", start)
 
-    batch_sharding = train_step.batch_sharding(mesh)
-    step_fn = train_step.make_train_step(graphdef, tx, seed=t.seed, schedule=schedule,
+    batch_sharding = steps.batch_sharding(mesh)
+    step_fn = steps.make_train_step(graphdef, tx, seed=t.seed, schedule=schedule,
                                          state_sharding=state_sharding, frozen_sharding=frozen_sharding,
                                          batch_sharding=batch_sharding, remat=t.remat)
-    eval_fn = train_step.make_eval_step(graphdef, state_sharding=state_sharding,
+    eval_fn = steps.make_eval_step(graphdef, state_sharding=state_sharding,
                                         frozen_sharding=frozen_sharding, batch_sharding=batch_sharding)
 
     def global_batch(micro_batches, rows: int = micro):
         """One step's Batch from this process's share of each micro-batch: the shared head [H]
         as is, the row-sharded fields [A, b, ...] placed as rows of [A, rows, ...]."""
-        local = train_step.Batch.from_micro_batches([b for b, _ in micro_batches], [c for _, c in micro_batches])
+        local = steps.Batch.from_micro_batches([b for b, _ in micro_batches], [c for _, c in micro_batches])
         return jax.tree.map(
             lambda x, s: jax.make_array_from_process_local_data(
                 s, np.asarray(x), x.shape if x.ndim == 1 else (x.shape[0], rows, *x.shape[2:])),
@@ -242,4 +227,4 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(train, _CONFIG, _WORKDIR, (ConfigError,))
+    cli.run(train, _CONFIG, _WORKDIR)

@@ -19,10 +19,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from mats_jax import checkpoint
-from mats_jax.convert.errors import ConversionError
+import importlib.util
+
+import ml_collections
+
+from mats_jax.models import store
+from mats_jax.runtime.cli import reports_input_errors
 
 
+@reports_input_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mats_jax.convert", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,22 +53,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "clap":
-        return _convert_clap(args)
-    if args.command == "mats":
-        return _convert_mats(args)
-    from mats_jax.convert import llm as convert_llm  # heavy imports after argument errors
-    try:
-        if (args.source / checkpoint.METADATA_FILE).is_file():
-            if args.add_pad_token:
-                parser.error("--add-pad-token applies when importing, not exporting")
-            convert_llm.export_llm(args.source, args.out)
-            print(f"wrote Hugging Face folder {args.out}")
-        else:
-            convert_llm.import_llm(args.source, args.out, add_pad_token=args.add_pad_token)
-            print(f"wrote mats_jax checkpoint {args.out}")
-    except ConversionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        from mats_jax.convert import clap as convert_clap  # heavy imports after argument errors
+
+        convert_clap.IMPORTERS[args.source_format](args.source, args.out)
+        print(f"wrote mats_jax checkpoint {args.out}")
+    elif args.command == "mats":
+        from mats_jax.training import interchange
+
+        config = load_config_file(args.config)
+        if args.llm:
+            config.llm.checkpoint = args.llm
+        if args.clap:
+            config.clap.checkpoint = args.clap
+        interchange.import_mats(args.source, config, args.out)
+        print(f"wrote workdir {args.out}")
+    elif store.is_model_folder(args.source):
+        from mats_jax.convert import llm as convert_llm
+
+        if args.add_pad_token:
+            parser.error("--add-pad-token applies when importing, not exporting")
+        convert_llm.export_llm(args.source, args.out)
+        print(f"wrote Hugging Face folder {args.out}")
+    else:
+        from mats_jax.convert import llm as convert_llm
+
+        convert_llm.import_llm(args.source, args.out, add_pad_token=args.add_pad_token)
+        print(f"wrote mats_jax checkpoint {args.out}")
     return 0
 
 
@@ -71,31 +86,14 @@ def main(argv: list[str] | None = None) -> int:
 CLAP_FORMATS = ("msclap", "hf")
 
 
-def _convert_clap(args) -> int:
-    from mats_jax.convert import clap as convert_clap  # heavy imports after argument errors
-    try:
-        convert_clap.IMPORTERS[args.source_format](args.source, args.out)
-    except ConversionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote mats_jax checkpoint {args.out}")
-    return 0
-
-
-def _convert_mats(args) -> int:
-    from mats_jax.convert import mats as convert_mats  # heavy imports after argument errors
-    try:
-        config = convert_mats.load_config_file(args.config)
-        if args.llm:
-            config.llm.checkpoint = args.llm
-        if args.clap:
-            config.clap.checkpoint = args.clap
-        convert_mats.import_mats(args.source, config, args.out)
-    except (ConversionError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote workdir {args.out}")
-    return 0
+def load_config_file(path: Path) -> ml_collections.ConfigDict:
+    """`get_config()` of a config file (configs/*.py), as `--config=` would load it."""
+    spec = importlib.util.spec_from_file_location("mats_config", path)
+    if spec is None or not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 if __name__ == "__main__":

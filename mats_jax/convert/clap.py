@@ -7,7 +7,7 @@ tensor maps to one of our parameters, except known buffers and unused modules, w
   - HTSAT `relative_position_index` and shifted-window `attn_mask` (we rebuild both),
   - `bn0.num_batches_tracked`,
   - HTSAT `head` Linear(527, 527): built by msclap but never called with TSCAM on — not ported.
-Any other unexpected tensor, and any parameter the file lacks, is a one-line ConversionError
+Any other unexpected tensor, and any parameter the file lacks, is a one-line ModelFileError
 naming the key and the file. Conv2d kernels OIHW become HWIO; the STFT Conv1d kernels
 (513, 1, 1024) become [1024, 513] matrices; torch Linear weights are transposed.
 
@@ -17,7 +17,7 @@ concatenated into our fused qkv (`Concat` rules); `batch_norm` is our `bn0`; the
 `mel_conv2d` and AFF block map to `patch_embed.mel_kernel` / `patch_embed.fusion`. Skipped
 buffers: `text_model.embeddings.position_ids` / `token_type_ids`, the Swin
 `relative_position_index`, every BatchNorm's `num_batches_tracked`. Everything else must map, and
-every parameter must be present (one-line ConversionError otherwise).
+every parameter must be present (one-line ModelFileError otherwise).
 """
 
 from __future__ import annotations
@@ -27,23 +27,18 @@ import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mats_jax import checkpoint
-from mats_jax.convert.errors import ConversionError
+from mats_jax.models import store
+from mats_jax.runtime.fileio import ModelFileError
 from mats_jax.convert.hf_io import read_hf_folder, read_torch_state
 from mats_jax.convert.keymap import Concat, KeyMap, Rule, transpose
 from mats_jax.convert.llm import gpt2_keymap
-from mats_jax.models.clap import CLAP, ClapConfig
-from mats_jax.models.htsat import HTSAT, HTSATConfig
-from mats_jax.state import flat_params
-
-FAMILY_MSCLAP_2023 = "clap-msclap-2023"
-FAMILY_LAION = "clap-laion"
-STATE_KINDS = (nnx.Param, nnx.BatchStat)  # what a CLAP checkpoint holds (bn0 statistics included)
-
+from mats_jax.clap.load import abstract_clap, build_clap
+from mats_jax.clap.model import CLAP, LAION, MSCLAP_2023, STATE_KINDS, ClapConfig
+from mats_jax.clap.htsat import HTSAT, HTSATConfig
+from mats_jax.models.params import check_arrays, flat_params, load_params
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,7 +130,7 @@ def msclap_htsat_keymap(src: str = "", dst: str = "") -> KeyMap:
 
 
 def msclap_keymap() -> KeyMap:
-    """The whole msclap CLAP (2023 layout) <-> `mats_jax.models.clap.CLAP` (both directions:
+    """The whole msclap CLAP (2023 layout) <-> `mats_jax.clap.model.CLAP` (both directions:
     `to_flax` imports, `to_torch` exports)."""
     htsat = "audio_encoder.base.htsat."
     stft = dict(transform=stft_to_flax, inverse=stft_to_torch)
@@ -236,32 +231,14 @@ def _torch_name(keymap: KeyMap, flax_key: str) -> str:
     return flax_key
 
 
-def abstract_model(config: ClapConfig, **dtypes) -> CLAP:
-    """A CLAP with shapes only (no memory, no random init)."""
-    return nnx.eval_shape(lambda: CLAP(config, rngs=nnx.Rngs(0), **dtypes))
-
-
 @functools.lru_cache(maxsize=8)
 def expected_shapes(config: ClapConfig) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in flat_params(abstract_model(config), STATE_KINDS).items()}
+    return {k: tuple(v.shape) for k, v in flat_params(abstract_clap(config), STATE_KINDS).items()}
 
 
-def check_params(config: ClapConfig, params: Mapping[str, np.ndarray], source: str,
-                 keymap: KeyMap | None = None) -> None:
-    """Raise ConversionError naming the first missing, unexpected or misshapen tensor
-    (by its torch name when `keymap` is given)."""
-    expected = expected_shapes(config)
-    name = (lambda k: _torch_name(keymap, k)) if keymap is not None else (lambda k: k)
-    missing = sorted(set(expected) - set(params))
-    if missing:
-        raise ConversionError(f"{source}: missing key {name(missing[0])!r} ({len(missing)} missing)")
-    unexpected = sorted(set(params) - set(expected))
-    if unexpected:
-        raise ConversionError(f"{source}: unexpected key {name(unexpected[0])!r}")
-    for key, shape in expected.items():
-        if tuple(params[key].shape) != tuple(shape):
-            raise ConversionError(f"{source}: {name(key)!r} has shape {tuple(params[key].shape)}, "
-                                  f"expected {tuple(shape)}")
+def check_params(config: ClapConfig, params: Mapping[str, np.ndarray], source: str, keymap: KeyMap) -> None:
+    """`check_arrays` against `config`'s CLAP, naming a bad tensor by its PyTorch name."""
+    check_arrays(expected_shapes(config), params, source, display=lambda key: _torch_name(keymap, key))
 
 
 def msclap_to_flax(tensors: Mapping[str, np.ndarray], config: ClapConfig = ClapConfig(), *,
@@ -292,40 +269,13 @@ def flax_to_hf(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return hf_keymap().to_torch(params)
 
 
-def fill_abstract(model: nnx.Module, params: Mapping[str, np.ndarray], source: str) -> nnx.Module:
-    """Give an `nnx.eval_shape` model real parameters and statistics (cast to each variable's
-    dtype); keys and shapes must match exactly."""
-    variables = flat_params(model, STATE_KINDS)
-    for problem, keys in (("missing", set(variables) - set(params)), ("unexpected", set(params) - set(variables))):
-        if keys:
-            raise ConversionError(f"{source}: {problem} parameter {min(keys)!r} ({len(keys)} {problem})")
-    for key, var in variables.items():
-        if tuple(params[key].shape) != tuple(var.shape):
-            raise ConversionError(f"{source}: {key} has shape {tuple(params[key].shape)}, "
-                                  f"model expects {tuple(var.shape)}")
-        var.set_value(jnp.asarray(params[key], dtype=var.dtype))
-    return model
-
-
-def build_clap(config: ClapConfig, params: Mapping[str, np.ndarray], *, source: str,
-               dtype=jnp.float32, param_dtype=jnp.float32) -> CLAP:
-    """A CLAP holding `params` (checked first); nothing is randomly initialised."""
-    check_params(config, params, source)
-    model = fill_abstract(abstract_model(config, dtype=dtype, param_dtype=param_dtype), params, source)
-    # eval_shape left the dropout RNG streams abstract: give them real ones
-    for projection in (model.audio_projection, model.text_projection):
-        if hasattr(projection, "dropout"):  # msclap's Projection (LAION's MLP has none)
-            projection.dropout = nnx.Dropout(config.projection_dropout, rngs=nnx.Rngs(0))
-    return model
-
-
 def htsat_from_msclap_state(tensors: Mapping[str, np.ndarray], config: HTSATConfig = HTSATConfig(), *,
                             prefix: str = "audio_encoder.base.htsat.", source: str = "state dict",
                             **dtypes) -> HTSAT:
     """Our HTSAT from the tensors under `prefix` of an msclap state dict (front end skipped)."""
     keymap = msclap_htsat_keymap(prefix)
     params = keymap.to_flax({k: v for k, v in tensors.items() if k.startswith(prefix)}, source)
-    return fill_abstract(nnx.eval_shape(lambda: HTSAT(config, rngs=nnx.Rngs(0), **dtypes)), params, source)
+    return load_params(nnx.eval_shape(lambda: HTSAT(config, rngs=nnx.Rngs(0), **dtypes)), params, source, STATE_KINDS)
 
 
 def from_msclap_state(tensors: Mapping[str, np.ndarray], config: ClapConfig = ClapConfig(), *,
@@ -343,7 +293,7 @@ def import_msclap(pth_path: str | Path, out_dir: str | Path, config: ClapConfig 
     """msclap `CLAP_weights_2023.pth` -> mats_jax checkpoint folder (family clap-msclap-2023)."""
     tensors = read_msclap_pth(pth_path)
     params = msclap_to_flax(tensors, config, source=str(pth_path))
-    checkpoint.save_model(out_dir, family=FAMILY_MSCLAP_2023, config=config.to_dict(), params=params)
+    store.save_model(out_dir, family=MSCLAP_2023, config=config.to_dict(), params=params)
 
 
 def from_hf_state(tensors: Mapping[str, np.ndarray], config: ClapConfig, *, source: str = "state dict",
@@ -361,11 +311,11 @@ def read_hf_clap(folder: str | Path) -> tuple[ClapConfig, dict[str, np.ndarray]]
         try:
             preprocessor = json.loads((folder / "preprocessor_config.json").read_text())
         except ValueError as e:
-            raise ConversionError(f"{folder / 'preprocessor_config.json'}: not readable JSON ({e})") from None
+            raise ModelFileError(f"{folder / 'preprocessor_config.json'}: not readable JSON ({e})") from None
     try:
         config = ClapConfig.from_hf(hf_config, preprocessor)
     except (TypeError, ValueError) as e:
-        raise ConversionError(f"{folder}: unsupported CLAP config ({e})") from None
+        raise ModelFileError(f"{folder}: unsupported CLAP config ({e})") from None
     return config, tensors
 
 
@@ -373,19 +323,7 @@ def import_hf(folder: str | Path, out_dir: str | Path) -> None:
     """transformers `ClapModel` folder (LAION-CLAP) -> mats_jax checkpoint folder (family clap-laion)."""
     config, tensors = read_hf_clap(folder)
     params = hf_to_flax(tensors, config, source=str(folder))
-    checkpoint.save_model(out_dir, family=FAMILY_LAION, config=config.to_dict(), params=params)
-
-
-def load_clap(path: str | Path, *, dtype=jnp.float32, param_dtype=jnp.float32) -> CLAP:
-    """A ready CLAP from a mats_jax checkpoint folder written by `import_msclap` or `import_hf`."""
-    family, config, params = checkpoint.load_model(path)
-    if not family.startswith("clap-"):
-        raise ConversionError(f"{path}: holds a {family!r} model, not a CLAP")
-    try:
-        clap_config = ClapConfig.from_dict(config)
-    except (TypeError, ValueError) as e:
-        raise ConversionError(f"{path}: bad CLAP config ({e})") from None
-    return build_clap(clap_config, params, source=str(path), dtype=dtype, param_dtype=param_dtype)
+    store.save_model(out_dir, family=LAION, config=config.to_dict(), params=params)
 
 
 IMPORTERS: dict[str, Callable[[Path, Path], None]] = {"msclap": import_msclap, "hf": import_hf}

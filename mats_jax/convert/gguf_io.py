@@ -16,7 +16,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from mats_jax.convert.errors import ConversionError
+from mats_jax.runtime.fileio import ModelFileError
 
 _LAYER_NAMES = {  # GGUF `blk.{i}.{name}.weight` -> HF `model.layers.{i}.{name}.weight`
     "attn_q": "self_attn.q_proj",
@@ -57,7 +57,7 @@ def read_gguf(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
         tensors[name] = weights
     missing = _expected_names(config) - tensors.keys()
     if missing:
-        raise ConversionError(f"{path}: missing tensors {sorted(missing)[:5]}")
+        raise ModelFileError(f"{path}: missing tensors {sorted(missing)[:5]}")
     return config, tensors
 
 
@@ -66,13 +66,13 @@ def _open(path: Path) -> gguf.GGUFReader:
         with open(path, "rb") as f:
             magic = f.read(4)
     except OSError as e:
-        raise ConversionError(f"{path}: cannot open ({e.strerror})") from e
+        raise ModelFileError(f"{path}: cannot open ({e.strerror})") from e
     if magic != b"GGUF":
-        raise ConversionError(f"{path}: not a GGUF file")
+        raise ModelFileError(f"{path}: not a GGUF file")
     try:
         return gguf.GGUFReader(path)
     except (OSError, ValueError, IndexError, KeyError) as e:
-        raise ConversionError(f"{path}: corrupt GGUF file ({e})") from e
+        raise ModelFileError(f"{path}: corrupt GGUF file ({e})") from e
 
 
 def _llama_config(reader: gguf.GGUFReader, path: str | os.PathLike) -> dict[str, Any]:
@@ -83,12 +83,12 @@ def _llama_config(reader: gguf.GGUFReader, path: str | os.PathLike) -> dict[str,
     def required(key: str) -> Any:
         value = field(f"llama.{key}")
         if value is None:
-            raise ConversionError(f"{path}: metadata llama.{key} is missing")
+            raise ModelFileError(f"{path}: metadata llama.{key} is missing")
         return value
 
     architecture = field("general.architecture")
     if architecture != "llama":
-        raise ConversionError(f"{path}: architecture {architecture!r} is not supported")
+        raise ModelFileError(f"{path}: architecture {architecture!r} is not supported")
     tensor_names = {t.name for t in reader.tensors}
     hidden, heads = int(required("embedding_length")), int(required("attention.head_count"))
     config: dict[str, Any] = {
@@ -127,7 +127,7 @@ def _hf_name(gguf_name: str, path: str | os.PathLike) -> str:
         return _GLOBAL_NAMES[gguf_name]
     match = _LAYER_TENSOR.fullmatch(gguf_name)
     if match is None or match[2] not in _LAYER_NAMES:
-        raise ConversionError(f"{path}: tensor {gguf_name!r} has no LLaMA counterpart")
+        raise ModelFileError(f"{path}: tensor {gguf_name!r} has no LLaMA counterpart")
     return f"model.layers.{match[1]}.{_LAYER_NAMES[match[2]]}.weight"
 
 

@@ -6,20 +6,17 @@ no bfloat16, and the format (8-byte header length, JSON header, raw little-endia
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import tempfile
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 
-from mats_jax.convert.errors import ConversionError
+from mats_jax.runtime.fileio import ModelFileError, atomic_directory
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9  # what `transformers` uses ("5GB")
 _MAX_HEADER_BYTES = 100 * 2**20  # the `safetensors` library's own limit
@@ -66,7 +63,7 @@ def read_hf_folder(
     """
     folder = Path(path)
     if not folder.is_dir():
-        raise ConversionError(f"{folder}: no such model folder")
+        raise ModelFileError(f"{folder}: no such model folder")
     config = _read_json(folder / "config.json")
     tensors: dict[str, np.ndarray] = {}
     for file in _weight_files(folder):
@@ -109,30 +106,6 @@ def write_hf_folder(
         (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
-@contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary sibling of `path` that replaces `path` only if the block succeeds.
-
-    Renames within one directory are atomic, so readers never see a half-written folder; a
-    failure leaves any previous `path` untouched and removes the temporary one.
-    """
-    target = Path(path)
-    if target.exists() and not target.is_dir():
-        raise ConversionError(f"{target}: exists and is not a directory")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
-        if target.exists():
-            target.rename(old)
-        tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def read_safetensors(path: str | os.PathLike, dtype: Any = None) -> dict[str, np.ndarray]:
     """Tensors of one safetensors file; floating ones cast to `dtype` unless it is None."""
     try:
@@ -153,7 +126,7 @@ def read_safetensors(path: str | os.PathLike, dtype: Any = None) -> dict[str, np
             tensors[name] = _cast(stored, dtype) if dtype is not None else np.array(stored)
         return tensors
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConversionError(f"{path}: not a readable safetensors file ({e})") from e
+        raise ModelFileError(f"{path}: not a readable safetensors file ({e})") from e
 
 
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]) -> None:
@@ -163,7 +136,7 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
     offset = 0
     for name, a in arrays.items():
         if a.dtype not in _SAFETENSORS_NAMES:
-            raise ConversionError(f"{path}: tensor {name!r} has dtype {a.dtype}, not storable")
+            raise ModelFileError(f"{path}: tensor {name!r} has dtype {a.dtype}, not storable")
         header[name] = {
             "dtype": _SAFETENSORS_NAMES[a.dtype],
             "shape": list(a.shape),
@@ -183,9 +156,9 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as e:
-        raise ConversionError(f"{path}: missing") from e
+        raise ModelFileError(f"{path}: missing") from e
     except (OSError, ValueError) as e:
-        raise ConversionError(f"{path}: not readable JSON ({e})") from e
+        raise ModelFileError(f"{path}: not readable JSON ({e})") from e
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -195,14 +168,14 @@ def _weight_files(folder: Path) -> list[Path]:
         if (folder / index).is_file():
             weight_map = _read_json(folder / index).get("weight_map")
             if not isinstance(weight_map, dict):
-                raise ConversionError(f"{folder / index}: no weight_map")
+                raise ModelFileError(f"{folder / index}: no weight_map")
             files = [folder / name for name in dict.fromkeys(weight_map.values())]
             for file in files:
                 if not file.is_file():
-                    raise ConversionError(f"{file}: shard listed in {index} is missing")
+                    raise ModelFileError(f"{file}: shard listed in {index} is missing")
             return files
     names = ", ".join(name for pair in _WEIGHT_LAYOUTS for name in pair)
-    raise ConversionError(f"{folder}: no weights (looked for {names})")
+    raise ModelFileError(f"{folder}: no weights (looked for {names})")
 
 
 def read_torch_state(path: str | os.PathLike, *, key: str | None = None, dtype: Any = None
@@ -213,23 +186,23 @@ def read_torch_state(path: str | os.PathLike, *, key: str | None = None, dtype: 
 
     path = Path(path)
     if not path.is_file():
-        raise ConversionError(f"{path}: no such file")
+        raise ModelFileError(f"{path}: no such file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and torch errors alike
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConversionError(f"{path}: cannot be read by torch.load(weights_only=True): {first}") from None
+        raise ModelFileError(f"{path}: cannot be read by torch.load(weights_only=True): {first}") from None
     if key is not None:
         if not isinstance(state, Mapping) or not isinstance(state.get(key), Mapping):
             found = sorted(state)[:5] if isinstance(state, Mapping) else type(state).__name__
-            raise ConversionError(f"{path}: no {key!r} state dict (found {found})")
+            raise ModelFileError(f"{path}: no {key!r} state dict (found {found})")
         state = state[key]
     if not isinstance(state, Mapping):
-        raise ConversionError(f"{path}: holds a {type(state).__name__}, not a state dict")
+        raise ModelFileError(f"{path}: holds a {type(state).__name__}, not a state dict")
     tensors = {}
     for name, t in state.items():
         if not isinstance(t, torch.Tensor):
-            raise ConversionError(f"{path}: entry {name!r} is a {type(t).__name__}, not a tensor")
+            raise ModelFileError(f"{path}: entry {name!r} is a {type(t).__name__}, not a tensor")
         t = t.detach().contiguous()
         if t.dtype == torch.bfloat16:  # numpy has no bfloat16: reinterpret the bits
             a = t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)

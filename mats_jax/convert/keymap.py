@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from mats_jax.convert.errors import ConversionError
+from mats_jax.runtime.fileio import ModelFileError
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -117,7 +117,7 @@ class KeyMap:
                 continue
             target, rule = self._find(key, to_flax=True)
             if target is None:
-                raise ConversionError(f"{source}: unexpected key {key!r}")
+                raise ModelFileError(f"{source}: unexpected key {key!r}")
             if isinstance(rule, Concat):
                 parts.setdefault(target, (rule, {}))[1][rule.part(key)] = np.asarray(value)
             else:
@@ -125,7 +125,7 @@ class KeyMap:
         for target, (rule, found) in parts.items():
             if len(found) != len(rule.torch):
                 absent = [n for i, n in enumerate(rule.torch_names(target)) if i not in found]
-                raise ConversionError(f"{source}: missing key {absent[0]!r} ({len(absent)} missing)")
+                raise ModelFileError(f"{source}: missing key {absent[0]!r} ({len(absent)} missing)")
             out[target] = rule.transform(np.concatenate([found[i] for i in range(len(found))], rule.axis))
         return out
 
@@ -134,7 +134,7 @@ class KeyMap:
         for key, value in params.items():
             target, rule = self._find(key, to_flax=False)
             if target is None:
-                raise ConversionError(f"no torch name for parameter {key!r}")
+                raise ModelFileError(f"no torch name for parameter {key!r}")
             array = rule.to_torch_layout(np.asarray(value))
             if isinstance(rule, Concat):
                 pieces = np.split(array, len(rule.torch), axis=rule.axis)

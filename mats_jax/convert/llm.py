@@ -1,7 +1,7 @@
 """Decoder LLMs (LLaMA family, GPT-2) in and out: key maps, loading, import and export.
 
 Formats: a Hugging Face folder (config.json + safetensors or PyTorch bins, sharded or not), a GGUF
-file (dequantised), and our own checkpoint folder (`mats_jax.checkpoint`). A checkpoint keeps
+file (dequantised), and our own checkpoint folder (`mats_jax.models.store`). A checkpoint keeps
 the source's HF config dict, so export writes back exactly what came in.
 """
 
@@ -16,17 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mats_jax import checkpoint
 from mats_jax.convert.gguf_io import read_gguf
 from mats_jax.convert.hf_io import read_hf_folder, write_hf_folder
-from mats_jax.tokenizer import load_tokenizer
-
-from mats_jax.convert.errors import ConversionError
 from mats_jax.convert.keymap import KeyMap, Rule, transpose
+from mats_jax.models import registry, store
 from mats_jax.models.decoder import DecoderLM
-from mats_jax.models.gpt2 import GPT2, GPT2Config
-from mats_jax.models.llama import Llama, LlamaConfig
-from mats_jax.state import load_params
+from mats_jax.models.params import load_params
+from mats_jax.models.tokenizer import load_tokenizer
+from mats_jax.runtime.fileio import ModelFileError
 
 
 def llama_keymap(prefix: str = "model.", lm_head: str = "lm_head.") -> KeyMap:
@@ -60,26 +57,7 @@ def gpt2_keymap(prefix: str = "transformer.") -> KeyMap:
     return KeyMap(tuple(rules), ignore=(f"{block}attn.bias", f"{block}attn.masked_bias", "lm_head.weight"))
 
 
-FAMILIES: dict[str, tuple[type, type[DecoderLM], KeyMap]] = {
-    "llama": (LlamaConfig, Llama, llama_keymap()),
-    "gpt2": (GPT2Config, GPT2, gpt2_keymap()),
-}
-
-
-def family_of(hf_config: dict[str, Any], source: str) -> str:
-    model_type = hf_config.get("model_type")
-    family = {"llama": "llama", "mistral": "llama", "gpt2": "gpt2"}.get(model_type)
-    if family is None:
-        raise ConversionError(f"{source}: model_type {model_type!r} is not supported (llama, gpt2)")
-    return family
-
-
-def build_model(family: str, hf_config: dict[str, Any], *, dtype=jnp.float32,
-                param_dtype=jnp.float32, seed: int = 0) -> DecoderLM:
-    """A randomly initialised model of `family` for a Hugging Face config dict."""
-    config_cls, model_cls, _ = FAMILIES[family]
-    return model_cls(config_cls.from_hf(hf_config), dtype=dtype, param_dtype=param_dtype,
-                     rngs=nnx.Rngs(seed))
+KEYMAPS: dict[str, KeyMap] = {"llama": llama_keymap(), "gpt2": gpt2_keymap()}  # by registry family
 
 
 def torch_to_flax(family: str, hf_config: dict[str, Any], tensors: dict[str, np.ndarray],
@@ -87,17 +65,17 @@ def torch_to_flax(family: str, hf_config: dict[str, Any], tensors: dict[str, np.
     """HF-named tensors -> flat Flax params (a tied LM head is dropped: it is the embedding)."""
     if hf_config.get("tie_word_embeddings", family == "gpt2"):
         tensors = {k: v for k, v in tensors.items() if k != "lm_head.weight"}
-    return FAMILIES[family][2].to_flax(tensors, source)
+    return KEYMAPS[family].to_flax(tensors, source)
 
 
 def build_loaded(family: str, hf_config: dict[str, Any], params: dict[str, np.ndarray], *,
                  source: str, dtype=jnp.float32, param_dtype=jnp.float32) -> DecoderLM:
     """A model of `family` holding `params`; a missing, extra or misshapen key is an error."""
-    model = nnx.eval_shape(lambda: build_model(family, hf_config, dtype=dtype, param_dtype=param_dtype))
+    model = nnx.eval_shape(lambda: registry.build_model(family, hf_config, dtype=dtype, param_dtype=param_dtype))
     try:
         load_params(model, params, source)
     except ValueError as e:
-        raise ConversionError(str(e)) from None
+        raise ModelFileError(str(e)) from None
     return model
 
 
@@ -112,11 +90,11 @@ def read_source(path: str | Path) -> tuple[str, dict[str, Any], dict[str, np.nda
     """(family, HF config dict, flat Flax params) of a GGUF file, HF folder or mats_jax checkpoint."""
     path = Path(path)
     if not path.exists():
-        raise ConversionError(f"{path}: no such file or folder")
-    if (path / checkpoint.METADATA_FILE).is_file():
-        return checkpoint.load_model(path)
+        raise ModelFileError(f"{path}: no such file or folder")
+    if store.is_model_folder(path):
+        return store.load_model(path)
     hf_config, tensors = read_gguf(path) if path.is_file() else read_hf_folder(path, dtype=None)
-    family = family_of(hf_config, str(path))
+    family = registry.of_hf_config(hf_config, str(path)).name
     return family, hf_config, torch_to_flax(family, hf_config, tensors, str(path))
 
 
@@ -139,7 +117,7 @@ def resize_vocab(params: dict[str, np.ndarray], vocab_size: int) -> dict[str, np
         table = params[key]
         extra = vocab_size - table.shape[axis]
         if extra < 0:
-            raise ConversionError(f"cannot shrink {key} from {table.shape[axis]} to {vocab_size}")
+            raise ModelFileError(f"cannot shrink {key} from {table.shape[axis]} to {vocab_size}")
         mean = table.astype(np.float32).mean(axis=axis, keepdims=True).astype(table.dtype)
         params[key] = np.concatenate([table, np.repeat(mean, extra, axis=axis)], axis=axis)
     return params
@@ -150,7 +128,7 @@ def import_llm(source: str | Path, out: str | Path, *, add_pad_token: str | None
     family, hf_config, params = read_source(source)
     try:
         tokenizer = load_tokenizer(source)
-    except ConversionError:
+    except ModelFileError:
         if add_pad_token:
             raise
         logging.warning("%s has no tokenizer files; the checkpoint will have none", source)
@@ -164,14 +142,14 @@ def import_llm(source: str | Path, out: str | Path, *, add_pad_token: str | None
     with tempfile.TemporaryDirectory() as tokenizer_dir:
         if tokenizer is not None:
             tokenizer.save_pretrained(tokenizer_dir)
-        checkpoint.save_model(out, family, hf_config, params,
+        store.save_model(out, family, hf_config, params,
                               tokenizer_dir=tokenizer_dir if tokenizer is not None else None)
 
 
 def export_llm(source: str | Path, out: str | Path) -> None:
     """mats_jax checkpoint folder -> HF folder (config.json, safetensors, tokenizer files)."""
-    family, hf_config, params = checkpoint.load_model(source)
-    tensors = FAMILIES[family][2].to_torch(params)
-    tokenizer_dir = Path(source) / checkpoint.TOKENIZER_DIR
+    family, hf_config, params = store.load_model(source)
+    tensors = KEYMAPS[family].to_torch(params)
+    tokenizer_dir = Path(source) / store.TOKENIZER_DIR
     write_hf_folder(out, hf_config, tensors,
                     tokenizer_dir=tokenizer_dir if tokenizer_dir.is_dir() else None)

@@ -5,4 +5,5 @@
     sources.py   one builder per real source in ../shared/data, evaluation clips kept out of train
     prepare.py   Records -> array_record + manifest, once (python -m mats_jax.data.prepare)
     pipeline.py  per-host shards, mixing ratios, shuffling, checkpointable iterator (grain)
+    corpus/      the small corpus that ships with the package
 """

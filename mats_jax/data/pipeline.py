@@ -104,7 +104,7 @@ def make_iterator(
       batch_size: records per global batch, over all shards.
       seed: shuffle seed (0 <= seed < 2**32).
       shard_index, shard_count: which equal share of each global batch this process reads
-        (``mats_jax.distributed.batch_shard``); it reads ``batch_size / shard_count`` records
+        (``mats_jax.runtime.distributed.batch_shard``); it reads ``batch_size / shard_count`` records
         per batch and nothing else.
       shuffle: permute each source (per epoch); off for evaluation.
       num_epochs: passes over each source, or None for an endless stream.

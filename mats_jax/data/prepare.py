@@ -21,19 +21,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import ml_collections
 from array_record.python import array_record_module
 
-from mats_jax import corpus
+from mats_jax.data import corpus
 from mats_jax.data import sources as sources_lib
 from mats_jax.data.records import FIELDS, MANIFEST, SCHEMA_VERSION
 from mats_jax.data.rows import Rows, read_csv, read_jsonl
+from mats_jax.runtime import distributed
+from mats_jax.runtime.fileio import atomic_directory
 
 WRITER_OPTIONS = "group_size:1"
 
@@ -49,15 +49,9 @@ def prepare(out: str | Path, inputs: Sequence[tuple[str, Rows]], *, overwrite: b
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         manifest = _write(tmp, inputs)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -102,17 +96,6 @@ def _relpath(source: str, split: str) -> str:
     return f"{source}/{split}.array_record"
 
 
-def _replace(tmp: Path, out: Path) -> None:
-    """Moves the finished ``tmp`` to ``out``; an old ``out`` is removed only after the swap."""
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-    os.rename(out, old / out.name)
-    os.rename(tmp, out)
-    shutil.rmtree(old)
-
-
 def real_inputs(names: Sequence[str], data_root: str | Path) -> list[tuple[str, Rows]]:
     """Every split of each named real source (see :data:`mats_jax.data.sources.SOURCES`)."""
     unknown = [n for n in names if n not in sources_lib.SOURCES]
@@ -134,8 +117,22 @@ def user_input(spec: str, *, csv: bool = False) -> tuple[str, Rows]:
 
 
 def default_corpus_inputs() -> list[tuple[str, Rows]]:
-    """The splits of the small corpus shipped in :mod:`mats_jax.corpus` (what a fresh clone trains on)."""
+    """The splits of the small corpus shipped in :mod:`mats_jax.data.corpus` (what a fresh clone trains on)."""
     return [(split, read_jsonl(path)) for split, path in corpus.FILES.items()]
+
+
+def corpus_for_run(data: ml_collections.ConfigDict, workdir: Path) -> Path:
+    """The prepared corpus folder of a run: `data.corpus` if given, else the shipped corpus,
+    prepared once into the workdir (by process 0; the others wait for its manifest)."""
+    if data.corpus:
+        return Path(data.corpus)
+    out = workdir / "corpus"
+    with distributed.process_zero_first("corpus"):
+        if not distributed.is_process_zero():
+            distributed.wait_for_file(out / MANIFEST)
+        elif not (out / MANIFEST).is_file():
+            prepare(out, default_corpus_inputs(), overwrite=True)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -149,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     user = {"action": "append", "default": [], "metavar": "[SPLIT=]PATH"}
     parser.add_argument("--jsonl", **user, help="user JSONL (.gz ok) in the Record schema; repeatable")
     parser.add_argument("--csv", **user, help="user CSV in the Record schema; repeatable")
-    parser.add_argument("--default-corpus", action="store_true", help="add the corpus shipped in mats_jax/corpus")
+    parser.add_argument("--default-corpus", action="store_true", help="add the corpus shipped in mats_jax/data/corpus")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)

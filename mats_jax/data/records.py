@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mats_jax.runtime.errors import InputError
+
 SCHEMA_VERSION = 1
 """Bumped whenever the serialised fields of :class:`Record` change (prepared corpora carry it)."""
 MANIFEST = "manifest.json"
@@ -32,6 +34,28 @@ INSTRUCTIONS = {
     CLASSIFICATION: "Identify the sounds in the audio clip, only display audio tags.",
     MUSIC: "Listen to this music clip and describe the music.",
 }
+# How `generate --task` and the Listener spell the tasks (the original evaluation configs' names).
+COMMAND_LINE_TASKS = {CAPTION: "caption", CLASSIFICATION: "cla_label", MUSIC: "music_caption", QA: "QA"}
+
+
+def task_named(name: str) -> str:
+    """The task a record or command-line name stands for (ValueError for any other name)."""
+    if name in TASKS:
+        return name
+    for task, spelling in COMMAND_LINE_TASKS.items():
+        if name == spelling:
+            return task
+    raise InputError(f"task {name!r} is not one of {', '.join(COMMAND_LINE_TASKS.values())}")
+
+
+def instruction_for(task: str, question: str | None) -> str:
+    """The prompt text of a task: its paper instruction, or the question for QA."""
+    task = task_named(task)
+    if task != QA:
+        return INSTRUCTIONS[task]
+    if not question:
+        raise InputError("task QA needs a question")
+    return question
 
 # Dataset tags that follow `</Speech>` in the prompt: they tell the model which answer style
 # (caption vocabulary, single or multiple labels, QA) a benchmark expects.

@@ -17,13 +17,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
-from mats_jax.audio import SUPPORTED_SUFFIXES
+from mats_jax.clap.audio import SUPPORTED_SUFFIXES
 from mats_jax.data.records import AUDIO_QA, SINGLE_EVENT, caption_tag
+from mats_jax.runtime.errors import InputError
 
 Kind = Literal["classification", "captioning", "qa"]
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(InputError):
     pass
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mats_jax.convert.hf_io import atomic_directory
+from mats_jax.runtime.fileio import atomic_directory
 
 RANDOM_CLAP_NOTE = ("CLAP weights are RANDOM (no CLAP checkpoint was given): the model cannot hear "
                     "anything, and these numbers mean nothing beyond showing that the pipeline runs.")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mats_jax.runtime.errors import InputError
+
 CAPTION_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "SPICE", "SPIDEr")
 SPICE_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
 
@@ -82,7 +84,7 @@ def qa_scores(texts: Sequence[str], answers: Sequence[Sequence[str]]) -> dict[st
 
 # ---- captioning --------------------------------------------------------------------------------
 
-class JavaMissing(RuntimeError):
+class JavaMissing(InputError):
     pass
 
 
@@ -137,3 +139,21 @@ def caption_scores(predictions: Sequence[str], references: Sequence[Sequence[str
         scores["SPICE"] = float(Spice().compute_score(truths, candidates)[0])
         scores["SPIDEr"] = (scores["CIDEr-D"] + scores["SPICE"]) / 2
     return scores, unavailable
+
+
+# ---- one benchmark ------------------------------------------------------------------------------
+
+def score(kind: str, texts: Sequence[str], references: Sequence[Sequence[str]], *,
+          classes: Sequence[str] = (), embed_texts: Callable[[list[str]], np.ndarray] | None = None
+          ) -> tuple[dict[str, float], dict[str, str], tuple[np.ndarray, list[str]] | None]:
+    """(metrics, {metric: why it is unavailable}, (confusion matrix, classes) or None) of one
+    benchmark's generated `texts` against each example's `references`: a benchmark of `kind`
+    "classification" (the first reference is the class; `embed_texts` maps texts to CLAP text
+    embeddings), "captioning" or "qa"."""
+    if kind == "classification":
+        metrics, matrix = classification_scores(texts, [r[0] for r in references], classes, embed_texts)
+        return metrics, {}, (matrix, list(classes))
+    if kind == "captioning":
+        metrics, unavailable = caption_scores(texts, references)
+        return metrics, unavailable, None
+    return qa_scores(texts, references), {}, None

@@ -1,6 +1,6 @@
 """Building blocks shared by every transformer in the project.
 
-Every parameter carries `logical_axes` metadata (e.g. ``("embed", "mlp")``); `mats_jax.sharding`
+Every parameter carries `logical_axes` metadata (e.g. ``("embed", "mlp")``); `mats_jax.runtime.sharding`
 maps those names to mesh axes with one rules table, so no module knows about meshes.
 
 `Linear` owns its optional LoRA adapter (rather than being wrapped by one) so that the base
@@ -238,3 +238,9 @@ def per_clip(fn, x: jax.Array, chunk: int = 1) -> jax.Array:
     xs = x.reshape(b // chunk, chunk, *x.shape[1:])
     ys = jax.lax.map(fn, xs)
     return ys.reshape(b, *ys.shape[2:])
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+    """torch's F.normalize: x / max(‖x‖, eps), computed in float32, returned in x's dtype."""
+    x32 = x.astype(jnp.float32)
+    return (x32 / jnp.maximum(jnp.linalg.norm(x32, axis=-1, keepdims=True), eps)).astype(x.dtype)

@@ -1,0 +1,68 @@
+"""A workdir to and from the original code's checkpoints, and out to a PEFT adapter.
+
+`import_mats` turns an original MATS checkpoint into a workdir (what the trainer writes), so
+generation, evaluation and fine-tuning treat it like a run of ours; `export_mats` goes back, bit
+for bit, and `export_peft` writes the Hugging Face PEFT form (`python -m mats_jax.export`).
+Export reads only the trained weights: no LLM weights and no optimiser state are loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from mats_jax.convert.mats import mats_keymap, read_original, write_original, write_peft
+from mats_jax.mats.build import abstract_mats, build_mats, llm_architecture, llm_source
+from mats_jax.mats.model import TRAINABLE
+from mats_jax.models.params import load_params
+from mats_jax.runtime.fileio import ModelFileError
+from mats_jax.training import optim, steps, workdir as workdirs
+
+
+def import_mats(source: str | Path, config: ml_collections.ConfigDict, workdir: str | Path) -> None:
+    """Original MATS checkpoint -> a workdir (config.json + checkpoint 0) that `Listener.from_workdir`
+    and the trainer read. Every trainable parameter must be present."""
+    params = mats_keymap().to_flax(read_original(source), str(source))
+    model, _ = build_mats(config)
+    load_params(model, params, str(source), kind=TRAINABLE)
+    tx, _ = optim.from_config(config.train)
+    state = steps.init_state(nnx.state(model, TRAINABLE), nnx.state(model, nnx.RngState), tx)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    workdirs.write_config(workdir, config)
+    checkpoints = workdirs.checkpoints(workdir, config)
+    checkpoints.save(0, state)
+    checkpoints.wait()
+    checkpoints.close()
+
+
+def trainable_tensors(workdir: str | Path, step: int | None = None
+                      ) -> tuple[dict[str, np.ndarray], ml_collections.ConfigDict]:
+    """(a workdir's trainable parameters under the original checkpoint's keys, its config)."""
+    config = workdirs.read_config(Path(workdir))
+    family, _ = llm_architecture(config)
+    if family != "llama":
+        raise ModelFileError(f"{workdir}: the original MATS layout holds LLaMA-family LLMs, not {family!r}")
+    _, trainable, rngs, _ = steps.split(abstract_mats(config))
+    _, trainable, _ = workdirs.restore_weights(Path(workdir), config, step, trainable, rngs)
+    arrays = {".".join(map(str, path)): np.asarray(v) for path, v in nnx.to_flat_state(trainable)}
+    return mats_keymap().to_torch(arrays), config
+
+
+def export_mats(workdir: str | Path, out: str | Path, step: int | None = None) -> None:
+    """A workdir's trainable parameters -> an original-layout `{'model': state_dict}` .pth."""
+    write_original(trainable_tensors(workdir, step)[0], out)
+
+
+def export_peft(workdir: str | Path, out: str | Path, step: int | None = None) -> None:
+    """A workdir -> a PEFT LoRA adapter folder, the mapper and projector in
+    `mapper.safetensors` (original keys), and the training `config.json`."""
+    tensors, config = trainable_tensors(workdir, step)
+    write_peft(tensors, config.lora.to_dict(), str(llm_source(config)), out,
+               extra_files={workdirs.CONFIG_FILE: config.to_json_best_effort(indent=2) + "\n"})
+
+
+EXPORTERS = {"mats-torch": export_mats, "hf-peft": export_peft}
