@@ -3,7 +3,7 @@
 Run:  .venv/bin/python benchmarks/clap.py [--runs 3] [--batches 1,8]
 
 Both sides hold the same random weights: msclap's `CLAP` is built offline (torchaudio stubbed,
-GPT-2 from a config, as in tests/models/test_clap_msclap.py), its norms and relative-position
+GPT-2 from a config, as in tests/references/msclap.py), its norms and relative-position
 tables randomised, and ours is converted from its state dict with `from_msclap_state`.
 - audio, batch 1 and 8 of 7 s clips (308,700 samples at 44.1 kHz, noise): waveform ->
   1024-d embedding. Ours: `embed_audio_fn(model)` (log-mel + HTSAT + projection, one jit).
@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import (check, load_note, matmul_peak_gflops, print_json,  # noqa: E402
                                print_table, setup_torch, timed_pair)
-from tests.models.test_clap_msclap import msclap_reference  # noqa: E402  (the parity tests' reference)
+from tests.references.msclap import msclap_reference  # noqa: E402  (the parity tests' reference)
 
 NUM_SAMPLES = 308_700  # 7 s at 44.1 kHz
 TEXT_LENGTH = 77

@@ -12,7 +12,7 @@ settings on SmolLM2-135M-Instruct with LoRA (r 8, q/v; B = 0, as after initialis
   as in the original code), the mapper written in PyTorch with the original parameter names, and
   transformers' `generate(inputs_embeds=...)` on the peft-wrapped LLM.
 Both sides hold the same weights and read the clips with the same loader (msclap's loading,
-checked byte for byte in tests/test_audio.py), so the generated tokens should agree; the agreement
+checked byte for byte in tests/clap/test_audio.py), so the generated tokens should agree; the agreement
 is printed. Medians over --runs after one first call (which includes JAX's compiles: compile_s).
 """
 
@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import check, load_note, print_json, print_table, setup_torch, timed_pair  # noqa: E402
 from benchmarks.santa import original_santa, synthetic_bank  # noqa: E402
-from tests.models.test_clap_msclap import msclap_reference  # noqa: E402
+from tests.references.msclap import msclap_reference  # noqa: E402
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "audio" / "esc50"
 

@@ -1,5 +1,5 @@
 """MATS-GPT2: GPT-2 124M as the LLM (LoRA on its fused `c_attn`), MS-CLAP 2023, batch 128,
-peak LR 5e-5, 90k iterations (DESIGN §2.4); everything else as MATS-LLaMA.
+peak LR 5e-5, 90k iterations (docs/data_flow.md); everything else as MATS-LLaMA.
 
     python -m mats_jax.convert llm PATH/gpt2 ckpt/gpt2
     python -m mats_jax.train --config=configs/mats_gpt2.py --workdir=workdirs/mats_gpt2 \

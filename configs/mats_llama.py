@@ -1,7 +1,7 @@
 """MATS-LLaMA as in the paper: Vicuna-7B v1.5 (frozen, bf16, + [PAD]), LoRA r=8 α=32 on q/v,
 MS-CLAP 2023, a 40-token transformer mapper (8 layers, 8 heads, dim 1024), noise σ²=0.015,
 AdamW (0.9, 0.999), weight decay 0.05, peak LR 3e-5, 3000 warmup steps then cosine, batch 96,
-360k iterations (DESIGN §2.4).
+360k iterations (docs/data_flow.md).
 
     python -m mats_jax.convert llm PATH/vicuna-7b-v1.5 ckpt/vicuna --add-pad-token "[PAD]"
     python -m mats_jax.convert clap --from msclap --source CLAP_weights_2023.pth --out ckpt/clap

@@ -139,6 +139,15 @@ class MATSConfig:
     noise_variance: float = 0.015
 
 
+def dataclass_fields(cls: type, values: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """`values` as keyword arguments of the dataclass `cls` (a model config read back from a
+    file); ValueError naming any field `cls` does not have."""
+    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} config fields {sorted(unknown)}")
+    return dict(values)
+
+
 def mats_config(config: ml_collections.ConfigDict) -> MATSConfig:
     """The model's view of a run config: mapper (its input is CLAP's `clap.dim`), LoRA, noise."""
     mapper = MapperConfig(clap_dim=config.clap.dim, **config.mapper.to_dict())
@@ -148,11 +157,15 @@ def mats_config(config: ml_collections.ConfigDict) -> MATSConfig:
 
 # ---- config.json ------------------------------------------------------------------------------
 
-def write_json(config: ml_collections.ConfigDict, path: Path) -> None:
-    """The run's config, stamped with CONFIG_VERSION, written atomically."""
+def json_text(config: ml_collections.ConfigDict) -> str:
+    """The run's config as config.json holds it: stamped with CONFIG_VERSION."""
     values = json.loads(config.to_json_best_effort())
+    return json.dumps({_VERSION_KEY: CONFIG_VERSION, **values}, indent=2) + "\n"
+
+
+def write_json(config: ml_collections.ConfigDict, path: Path) -> None:
     with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps({_VERSION_KEY: CONFIG_VERSION, **values}, indent=2) + "\n")
+        tmp.write_text(json_text(config))
 
 
 def read_json(path: Path) -> ml_collections.ConfigDict:

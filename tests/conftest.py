@@ -7,11 +7,6 @@ import pytest
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
-def torch_state(module) -> dict[str, np.ndarray]:
-    """A torch module's state dict as numpy arrays (what our converters consume)."""
-    return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
-
-
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
@@ -21,13 +16,12 @@ def rng() -> np.random.Generator:
 def tiny_run(tmp_path_factory):
     """(folder, tiny LLaMA folder, prepared corpus of 60 train and 8 val records): what the
     end-to-end trainer tests train on in seconds."""
-    from pathlib import Path
-
     from mats_jax.data import prepare
     from mats_jax.data.rows import read_jsonl
-    from tests.convert.test_llm_convert import tiny_llama_folder
+    from tests.support.models import tiny_llama_folder
+    from tests.support.paths import ROOT
 
-    shipped = Path(__file__).resolve().parents[1] / "mats_jax" / "corpus"
+    shipped = ROOT / "mats_jax" / "data" / "corpus"
     tmp = tmp_path_factory.mktemp("tiny_run")
     llm = tiny_llama_folder(tmp / "llm")
     train, val = tmp / "train.jsonl", tmp / "val.jsonl"
@@ -44,17 +38,16 @@ def listening_workdir(tiny_run):
     the listening entry points (generate, evaluate, export) read."""
     import subprocess
     import sys
-    from pathlib import Path
 
-    from tests.train.test_resume import command
+    from tests.support.paths import ROOT
+    from tests.support.trainer import command
 
-    root = Path(__file__).resolve().parents[1]
     tmp, llm, corpus = tiny_run
     workdir = tmp / "listening"
     run = [a for a in command(workdir, llm, corpus) if not a.startswith("--config.train.steps")]
-    subprocess.run(run + ["--config.train.steps=2"], check=True, capture_output=True, cwd=root)
-    subprocess.run([sys.executable, "-m", "mats_jax.memory_bank", f"--config={root / 'configs' / 'default.py'}",
+    subprocess.run(run + ["--config.train.steps=2"], check=True, capture_output=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "mats_jax.memory_bank", f"--config={ROOT / 'configs' / 'default.py'}",
                     f"--workdir={workdir}", f"--config.data.corpus={corpus}",
                     "--config.santa.bank_size=40", "--config.santa.clusters=4", "--config.santa.top_l=4"],
-                   check=True, capture_output=True, cwd=root)
+                   check=True, capture_output=True, cwd=ROOT)
     return workdir

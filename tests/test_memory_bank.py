@@ -4,23 +4,23 @@ import itertools
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mats_jax import corpus, text_embeddings
-from mats_jax.config_base import base
+from mats_jax.data import corpus
+from mats_jax.clap import text_cache
+from mats_jax.config import base
 from mats_jax.data import pipeline
 from mats_jax.data.prepare import prepare
 from mats_jax.data.rows import read_jsonl
 from mats_jax.memory_bank import BankError, build
-from mats_jax.model_setup import clap_cache_name
-from mats_jax.santa import MemoryBank
+from mats_jax.clap.load import cache_name
+from mats_jax.mats.santa import MemoryBank
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """
-from mats_jax.config_base import base
+from mats_jax.config import base
 
 def get_config():
     c = base()
@@ -41,13 +41,13 @@ def tiny(tmp_path_factory):
         (tmp / f"{split}.jsonl").write_text("".join(r.to_json() + "\n" for r in records))
     prepare(tmp / "corpus", [(split, read_jsonl(tmp / f"{split}.jsonl")) for split in ("train", "val")])
     texts = sorted({r.text for r in pipeline.all_records(tmp / "corpus")})
-    table = tmp / "corpus" / "clap_text_embeddings" / clap_cache_name(base().clap)
+    table = tmp / "corpus" / "clap_text_embeddings" / cache_name(base().clap.checkpoint, base().clap.seed)
     table.mkdir(parents=True)
-    (table / text_embeddings.TEXTS).write_text(json.dumps(texts))
+    (table / text_cache.TEXTS).write_text(json.dumps(texts))
     vectors = np.random.default_rng(0).normal(size=(len(texts), 1024)).astype(np.float32)
-    np.save(table / text_embeddings.EMBEDDINGS, vectors)
+    np.save(table / text_cache.EMBEDDINGS, vectors)
     (tmp / "config.py").write_text(CONFIG.format(corpus=str(tmp / "corpus")))
-    return tmp / "config.py", tmp / "corpus", text_embeddings.TextEmbeddings.load(table), {r.text for r in picked}
+    return tmp / "config.py", tmp / "corpus", text_cache.TextEmbeddings.load(table), {r.text for r in picked}
 
 
 def run(*args):

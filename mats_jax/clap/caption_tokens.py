@@ -20,7 +20,6 @@ max_length=77`): <s> caption </s>, then pad id 1.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from functools import lru_cache
@@ -32,6 +31,7 @@ import tiktoken
 import transformers
 from tiktoken.load import load_tiktoken_bpe
 
+from mats_jax.runtime.assets import gpt2_bpe_ranks_path
 from mats_jax.runtime.errors import InputError
 
 TEXT_LEN = 77
@@ -48,18 +48,10 @@ class TokenizerError(InputError):
     """Missing or malformed tokenizer files, or a caption that does not fit."""
 
 
-def whisper_gpt2_ranks() -> Path:
-    """Path of gpt2.tiktoken inside the installed openai-whisper package (not imported)."""
-    spec = importlib.util.find_spec("whisper")
-    if spec is None or not spec.submodule_search_locations:
-        raise TokenizerError("openai-whisper is not installed; pass ranks_file= explicitly")
-    return Path(spec.submodule_search_locations[0]) / "assets" / "gpt2.tiktoken"
-
-
 @lru_cache(maxsize=4)
 def gpt2_encoding(ranks_file: str | os.PathLike | None = None) -> tiktoken.Encoding:
     """GPT-2 byte-level BPE with msclap's specials: <|endoftext|> = 50256 and "!" = 0."""
-    path = Path(ranks_file) if ranks_file is not None else whisper_gpt2_ranks()
+    path = Path(ranks_file) if ranks_file is not None else gpt2_bpe_ranks_path()
     if not path.is_file():
         raise TokenizerError(f"{path}: no such file (GPT-2 BPE ranks)")
     try:

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mats_jax.config import dataclass_fields
 from mats_jax.models.layers import LayerNorm, Linear, default_init, param, per_clip
 
 Dtype = Any
@@ -89,10 +90,7 @@ class HTSATConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "HTSATConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - fields
-        if unknown:
-            raise ValueError(f"unknown HTSAT config fields {sorted(unknown)}")
+        d = dataclass_fields(cls, d, "HTSAT")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 

@@ -45,6 +45,7 @@ from flax import nnx
 
 from mats_jax.clap import laion_features
 from mats_jax.clap.msclap_features import LogMel
+from mats_jax.config import dataclass_fields
 from mats_jax.models.gpt2 import GPT2, GPT2Config
 from mats_jax.clap.htsat import HTSAT, HTSATConfig, HTSATOutput
 from mats_jax.models.layers import LayerNorm, Linear, l2_normalize, param
@@ -143,11 +144,7 @@ class ClapConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ClapConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - fields
-        if unknown:
-            raise ValueError(f"unknown CLAP config fields {sorted(unknown)}")
-        d = dict(d)
+        d = dataclass_fields(cls, d, "CLAP")
         d["family"] = _EARLIER_SPELLINGS.get(d.get("family", MSCLAP_2023), d.get("family", MSCLAP_2023))
         if "audio" in d:
             d["audio"] = HTSATConfig.from_dict(d["audio"])

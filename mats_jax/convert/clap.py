@@ -236,18 +236,10 @@ def expected_shapes(config: ClapConfig) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in flat_params(abstract_clap(config), STATE_KINDS).items()}
 
 
-def check_params(config: ClapConfig, params: Mapping[str, np.ndarray], source: str, keymap: KeyMap) -> None:
-    """`check_arrays` against `config`'s CLAP, naming a bad tensor by its PyTorch name."""
-    check_arrays(expected_shapes(config), params, source, display=lambda key: _torch_name(keymap, key))
-
-
 def msclap_to_flax(tensors: Mapping[str, np.ndarray], config: ClapConfig = ClapConfig(), *,
                    source: str = "state dict") -> dict[str, np.ndarray]:
     """msclap state dict (numpy) -> our flat params, checked against `config`."""
-    keymap = msclap_keymap()
-    params = keymap.to_flax(tensors, source)
-    check_params(config, params, source, keymap)
-    return params
+    return _to_flax(msclap_keymap(), tensors, config, source)
 
 
 def flax_to_msclap(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -258,9 +250,13 @@ def flax_to_msclap(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def hf_to_flax(tensors: Mapping[str, np.ndarray], config: ClapConfig, *,
                source: str = "state dict") -> dict[str, np.ndarray]:
     """transformers `ClapModel` state dict (numpy) -> our flat params, checked against `config`."""
-    keymap = hf_keymap()
+    return _to_flax(hf_keymap(), tensors, config, source)
+
+
+def _to_flax(keymap: KeyMap, tensors: Mapping[str, np.ndarray], config: ClapConfig, source: str
+             ) -> dict[str, np.ndarray]:
     params = keymap.to_flax(tensors, source)
-    check_params(config, params, source, keymap)
+    check_arrays(expected_shapes(config), params, source, display=lambda key: _torch_name(keymap, key))
     return params
 
 

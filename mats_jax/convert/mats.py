@@ -2,7 +2,7 @@
 
 It holds only the trainable parts: the mapper (`audio_mapper.*`), the projector
 (`audio_llama_proj.*`) and the LLM's LoRA adapters in peft naming. Known leftovers (`ln_audio.*`,
-rotary `inv_freq`, BatchNorm statistics, GPT-2 mask buffers) are skipped; anything else is an error.
+rotary `inv_freq`) are skipped; anything else is an error.
 
 `mats_jax.training.interchange` turns such a checkpoint into a workdir and back, and writes the
 Hugging Face PEFT form (`python -m mats_jax.export`) with `write_peft`.

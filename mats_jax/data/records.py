@@ -1,4 +1,4 @@
-"""The one record type of the text corpus, and the MATS task vocabulary (DESIGN §2.3, §2.4).
+"""The one record type of the text corpus, and the MATS task vocabulary (docs/formats.md).
 
 MATS trains on text only: the CLAP *text* embedding of an audio description stands in for the
 audio, and the LLM learns to produce an answer after a task tag and an instruction. Every

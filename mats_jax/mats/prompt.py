@@ -1,4 +1,4 @@
-"""MATS's prompt layout, token by token (DESIGN §2.3).
+"""MATS's prompt layout, token by token (docs/formats.md).
 
     [BOS] "USER: <Speech>" <prefix_length audio embeddings> "</Speech> [tag] instruction\\nASSISTANT:"
     answer [EOS]                                                          (training only)

@@ -1,7 +1,7 @@
 """Santa: pull an audio embedding toward the CLAP *text* embeddings the model was trained on.
 
 MATS trains its mapper on text embeddings only, so at inference an audio embedding sits off the
-training distribution (the modality gap). Santa (DESIGN §2.5) mixes it with nearby training texts:
+training distribution (the modality gap). Santa (docs/architecture.md) mixes it with nearby training texts:
 a memory bank of ~5k L2-normalised text embeddings is clustered once by k-means; per audio
 embedding a we take the nearest centre, the `top_l` nearest members of that cluster (padded by
 repeating the cluster's first member when it is smaller), perturb them with the training noise,
@@ -170,7 +170,7 @@ def retrieve_with_noise(bank: MemoryBank, audio: jax.Array, noise: jax.Array, *,
     member_batch = member_batch or default_member_batch(a.shape[0])
     if member_batch == 1:
         # cluster by cluster, so that a cluster's rows are still in cache for the next embedding
-        # (lax.map without batch_size: a batch of 1 would be a batched gather, 4x slower)
+        # (lax.map without batch_size: a batch of 1 would be a slower batched gather)
         visit = jnp.argsort(cluster)
         distances = jax.lax.map(member_distances, (a[visit], members[visit]))
         distances = jnp.zeros_like(distances).at[visit].set(distances)
@@ -192,7 +192,7 @@ def _mix_with_perturbed(a: jax.Array, x: jax.Array, noise: jax.Array, *, tempera
     """mix·a + (1−mix)·Σ_l w_l t_l with t_l = perturb(x_l) = (x_l + s·n_l) / ‖x_l + s·n_l‖,
     w = softmax(temperature·⟨a, t_l⟩), for unit x_l, without materialising t [B, L, D]:
     ‖x + s·n‖² = 1 + 2s⟨x, n⟩ + s²‖n‖², and ⟨a, t⟩ and Σ w t follow from the same dot products.
-    Only reductions over x and n remain (a few reads, no [B, L, D] writes): 3x faster on CPU."""
+    Only reductions over x and n remain (a few reads, no [B, L, D] writes)."""
     s = jnp.sqrt(noise_variance)
     norm = jnp.sqrt(1.0 + 2.0 * s * jnp.einsum("bld,bld->bl", x, noise, precision=EXACT)
                     + s * s * jnp.einsum("bld,bld->bl", noise, noise, precision=EXACT))

@@ -6,6 +6,8 @@ prompt), an optional KV cache with a write index, a key mask for left padding, a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -38,6 +40,19 @@ class DecoderLM(nnx.Module):
     def cache_shape(self) -> tuple[int, int, int]:
         """(num_layers, kv_heads, head_dim)."""
         raise NotImplementedError
+
+    def run_layers(self, x: jax.Array, cache: KVCache | None,
+                   apply: Callable[[nnx.Module, jax.Array, tuple | None], tuple[jax.Array, tuple | None]]
+                   ) -> tuple[jax.Array, KVCache | None]:
+        """`x` through every layer in turn, each with its slice of the cache: the one layer loop
+        of every LM; `apply(layer, x, (keys, values) or None)` -> (x, the layer's new cache)."""
+        keys, values = [], []
+        for i, layer in enumerate(self.layers):
+            x, layer_cache = apply(layer, x, None if cache is None else (cache.keys[i], cache.values[i]))
+            if layer_cache is not None:
+                keys.append(layer_cache[0])
+                values.append(layer_cache[1])
+        return x, (KVCache(tuple(keys), tuple(values)) if cache is not None else None)
 
     def init_cache(self, batch: int, max_length: int, dtype=None) -> KVCache:
         layers, kv_heads, head_dim = self.cache_shape()

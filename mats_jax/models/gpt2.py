@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mats_jax.models.decoder import DecoderLM
-from mats_jax.models.layers import KVCache, Embed, LayerNorm, Linear, attend_with_cache
+from mats_jax.models.layers import Embed, LayerNorm, Linear, attend_with_cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,12 +113,6 @@ class GPT2(DecoderLM):
         return c.n_layer, c.n_head, c.n_embd // c.n_head
 
     def _blocks(self, x, positions, key_mask, cache, cache_index):
-        x = x + self.wpe(positions)
-        keys, values = [], []
-        for i, block in enumerate(self.layers):
-            layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
-            x, layer_cache = block(x, key_mask, layer_cache, cache_index)
-            if layer_cache is not None:
-                keys.append(layer_cache[0])
-                values.append(layer_cache[1])
-        return self.ln_f(x), (KVCache(tuple(keys), tuple(values)) if cache is not None else None)
+        x, cache = self.run_layers(x + self.wpe(positions), cache,
+                                   lambda layer, h, c: layer(h, key_mask, c, cache_index))
+        return self.ln_f(x), cache

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mats_jax.models.decoder import DecoderLM
-from mats_jax.models.layers import KVCache, Embed, Linear, RMSNorm, attend_with_cache
+from mats_jax.models.layers import Embed, Linear, RMSNorm, attend_with_cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,11 +174,6 @@ class Llama(DecoderLM):
 
     def _blocks(self, x, positions, key_mask, cache, cache_index):
         inv_freq = rope_frequencies(self.config)
-        keys, values = [], []
-        for i, layer in enumerate(self.layers):
-            layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
-            x, layer_cache = layer(x, positions, inv_freq, key_mask, layer_cache, cache_index)
-            if layer_cache is not None:
-                keys.append(layer_cache[0])
-                values.append(layer_cache[1])
-        return self.norm(x), (KVCache(tuple(keys), tuple(values)) if cache is not None else None)
+        x, cache = self.run_layers(
+            x, cache, lambda layer, h, c: layer(h, positions, inv_freq, key_mask, c, cache_index))
+        return self.norm(x), cache

@@ -1,7 +1,7 @@
 """Model families by name: the one place that says which config and module a family string means.
 
-The name is what a model folder's `mats_jax.json` ("family") and a run's `config.json` carry,
-spelled the same everywhere: "llama" and "gpt2" for decoder LMs (registered here), and
+The name is what a model folder's `mats_jax.json` carries ("family", and a CLAP config's own
+`family` field inside it), spelled the same everywhere: "llama" and "gpt2" for decoder LMs (registered here), and
 "clap-msclap-2023" and "clap-laion" for CLAP (registered by `mats_jax.clap.model`). Converters
 keep their PyTorch key maps under the same names.
 """

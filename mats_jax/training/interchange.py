@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from mats_jax.config import json_text
 from mats_jax.convert.mats import mats_keymap, read_original, write_original, write_peft
 from mats_jax.mats.build import abstract_mats, build_mats, llm_architecture, llm_source
 from mats_jax.mats.model import TRAINABLE
@@ -62,7 +63,7 @@ def export_peft(workdir: str | Path, out: str | Path, step: int | None = None) -
     `mapper.safetensors` (original keys), and the training `config.json`."""
     tensors, config = trainable_tensors(workdir, step)
     write_peft(tensors, config.lora.to_dict(), str(llm_source(config)), out,
-               extra_files={workdirs.CONFIG_FILE: config.to_json_best_effort(indent=2) + "\n"})
+               extra_files={workdirs.CONFIG_FILE: json_text(config)})
 
 
 EXPORTERS = {"mats-torch": export_mats, "hf-peft": export_peft}

@@ -8,13 +8,15 @@ import pytest
 import torch
 
 from mats_jax.convert.__main__ import main
-from mats_jax.convert.clap import (STATE_KINDS, expected_shapes, flax_to_msclap, load_clap,
+from mats_jax.clap.load import load_clap
+from mats_jax.clap.model import STATE_KINDS
+from mats_jax.convert.clap import (expected_shapes, flax_to_msclap,
                                    msclap_to_flax)
-from mats_jax.convert.errors import ConversionError
-from mats_jax.models.clap import ClapConfig
-from mats_jax.state import flat_params
-from tests.conftest import torch_state
-from tests.models.test_clap_msclap import msclap_reference
+from mats_jax.runtime.fileio import ModelFileError
+from mats_jax.clap.model import ClapConfig
+from mats_jax.models.params import flat_params
+from tests.references.msclap import msclap_reference
+from tests.references.torch_io import torch_state
 
 # buffers and the unused `head` that the converter skips, as msclap's state dict names them
 SKIPPED = ("relative_position_index", "attn_mask", "num_batches_tracked", "htsat.head.")
@@ -51,14 +53,14 @@ def small_state() -> dict[str, np.ndarray]:
 def test_missing_key_is_named_by_its_msclap_name():
     tensors = small_state()
     del tensors["audio_encoder.base.htsat.layers.2.blocks.3.attn.qkv.weight"]
-    with pytest.raises(ConversionError, match=r"missing key 'audio_encoder\.base\.htsat\.layers\.2\.blocks\.3\.attn\.qkv\.weight'"):
+    with pytest.raises(ModelFileError, match=r"missing key 'audio_encoder\.base\.htsat\.layers\.2\.blocks\.3\.attn\.qkv\.weight'"):
         msclap_to_flax(tensors, source="x.pth")
 
 
 def test_misshapen_tensor_is_named():
     tensors = small_state()
     tensors["caption_encoder.projection.linear1.weight"] = np.zeros((1024, 512), np.float32)
-    with pytest.raises(ConversionError, match=r"'caption_encoder\.projection\.linear1\.weight' has shape"):
+    with pytest.raises(ModelFileError, match=r"'caption_encoder\.projection\.linear1\.weight' has shape"):
         msclap_to_flax(tensors, source="x.pth")
 
 
@@ -73,7 +75,7 @@ def test_known_buffers_are_skipped_and_others_rejected():
         "audio_encoder.base.htsat.head.bias": np.zeros((527,), np.float32),
     }
     assert len(msclap_to_flax(tensors)) == len(expected_shapes(ClapConfig()))
-    with pytest.raises(ConversionError, match=r"x\.pth: unexpected key 'audio_encoder\.base\.htsat\.extra\.weight'"):
+    with pytest.raises(ModelFileError, match=r"x\.pth: unexpected key 'audio_encoder\.base\.htsat\.extra\.weight'"):
         msclap_to_flax(tensors | {"audio_encoder.base.htsat.extra.weight": np.zeros(3)}, source="x.pth")
 
 

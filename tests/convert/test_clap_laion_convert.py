@@ -11,15 +11,17 @@ import torch
 import transformers
 
 from mats_jax.convert.__main__ import main
-from mats_jax.convert.clap import (STATE_KINDS, expected_shapes, flax_to_hf, hf_keymap, hf_to_flax,
-                                   load_clap)
-from mats_jax.convert.errors import ConversionError
+from mats_jax.clap.load import load_clap
+from mats_jax.clap.model import STATE_KINDS
+from mats_jax.convert.clap import expected_shapes, flax_to_hf, hf_keymap, hf_to_flax
+from mats_jax.runtime.fileio import ModelFileError
 from mats_jax.convert.hf_io import write_hf_folder
 from mats_jax.convert.keymap import Concat, KeyMap, transpose
-from mats_jax.models.clap import ClapConfig, embed_audio_features_fn, embed_text_fn
-from mats_jax.state import flat_params
-from tests.conftest import torch_state
-from tests.models.test_clap_laion import caption_ids, clips, fused_reference, our_model
+from mats_jax.clap.model import ClapConfig, embed_audio_features_fn, embed_text_fn
+from mats_jax.models.params import flat_params
+from tests.references.laion import fused_reference, our_model
+from tests.references.torch_io import torch_state
+from tests.support.clap_inputs import caption_ids, clips
 
 # buffers the converter skips, as transformers' state dict names them
 SKIPPED = ("position_ids", "token_type_ids", "relative_position_index", "num_batches_tracked")
@@ -130,7 +132,7 @@ def test_concat_rule_fuses_and_splits_exactly(rng):
                                   np.concatenate([torch_side[f"l.3.{n}.weight"] for n in "qkv"]).T)
     back = keymap.to_torch(ours)
     assert back.keys() == torch_side.keys() and all(np.array_equal(back[k], torch_side[k]) for k in back)
-    with pytest.raises(ConversionError, match=r"x: missing key 'l\.3\.k\.weight'"):
+    with pytest.raises(ModelFileError, match=r"x: missing key 'l\.3\.k\.weight'"):
         keymap.to_flax({k: v for k, v in torch_side.items() if ".k." not in k}, "x")
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 import transformers
 
-from mats_jax.convert.errors import ConversionError
+from mats_jax.runtime.fileio import ModelFileError
 from mats_jax.convert.gguf_io import read_gguf
-from mats_jax.embedded import smollm2_gguf_path
+from mats_jax.runtime.assets import smollm2_gguf_path
 
 Q = gguf.GGMLQuantizationType
 VOCAB, HIDDEN, FFN, LAYERS, HEADS, KV_HEADS = 32, 32, 64, 2, 4, 2
@@ -152,17 +152,17 @@ def test_rope_scaling_metadata(tmp_path, rng):
 
 def test_rejects_what_it_cannot_convert(tmp_path, rng):
     (tmp_path / "notes.gguf").write_text("just some text, not a model\n")
-    with pytest.raises(ConversionError, match="notes.gguf: not a GGUF file"):
+    with pytest.raises(ModelFileError, match="notes.gguf: not a GGUF file"):
         read_gguf(tmp_path / "notes.gguf")
-    with pytest.raises(ConversionError, match="absent.gguf"):
+    with pytest.raises(ModelFileError, match="absent.gguf"):
         read_gguf(tmp_path / "absent.gguf")
     _write_tiny_gguf(tmp_path / "gpt2.gguf", rng, architecture="gpt2")
-    with pytest.raises(ConversionError, match="gpt2.gguf: architecture 'gpt2' is not supported"):
+    with pytest.raises(ModelFileError, match="gpt2.gguf: architecture 'gpt2' is not supported"):
         read_gguf(tmp_path / "gpt2.gguf")
     # llama.cpp stores Llama-3 rope scaling as a tensor; dropping it silently would be wrong
     freqs = [("rope_freqs.weight", np.ones(HEAD_DIM // 2, np.float32))]
     _write_tiny_gguf(tmp_path / "llama3.gguf", rng, extra=freqs)
-    with pytest.raises(ConversionError, match="rope_freqs.weight"):
+    with pytest.raises(ModelFileError, match="rope_freqs.weight"):
         read_gguf(tmp_path / "llama3.gguf")
 
 

@@ -9,7 +9,7 @@ import safetensors.torch
 import torch
 import transformers
 
-from mats_jax.convert.errors import ConversionError
+from mats_jax.runtime.fileio import ModelFileError
 from mats_jax.convert.hf_io import read_hf_folder, write_hf_folder
 
 
@@ -140,33 +140,33 @@ def test_overwrite_replaces_folder_and_failure_keeps_old_one(tmp_path, tensors):
     write_hf_folder(tmp_path / "m", {"v": 2}, {"x": np.zeros(2, np.float32)})
     assert _listing(tmp_path / "m") == ["config.json", "model.safetensors"]
 
-    with pytest.raises(ConversionError, match="complex64"):
+    with pytest.raises(ModelFileError, match="complex64"):
         write_hf_folder(tmp_path / "m", {"v": 3}, {"x": np.zeros(2, np.complex64)})
     assert read_hf_folder(tmp_path / "m")[0] == {"v": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folders left behind
 
 
 def test_missing_folder_config_or_weights(tmp_path):
-    with pytest.raises(ConversionError, match="no such model folder"):
+    with pytest.raises(ModelFileError, match="no such model folder"):
         read_hf_folder(tmp_path / "absent")
     (tmp_path / "m").mkdir()
-    with pytest.raises(ConversionError, match="config.json"):
+    with pytest.raises(ModelFileError, match="config.json"):
         read_hf_folder(tmp_path / "m")
     (tmp_path / "m" / "config.json").write_text("{}")
-    with pytest.raises(ConversionError, match="no weights"):
+    with pytest.raises(ModelFileError, match="no weights"):
         read_hf_folder(tmp_path / "m")
     index = {"weight_map": {"w": "model-00001-of-00002.safetensors"}}
     (tmp_path / "m" / "model.safetensors.index.json").write_text(json.dumps(index))
-    with pytest.raises(ConversionError, match="model-00001-of-00002.safetensors"):
+    with pytest.raises(ModelFileError, match="model-00001-of-00002.safetensors"):
         read_hf_folder(tmp_path / "m")
 
 
 def test_corrupt_files(tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text("{not json")
-    with pytest.raises(ConversionError, match="config.json"):
+    with pytest.raises(ModelFileError, match="config.json"):
         read_hf_folder(tmp_path / "m")
     (tmp_path / "m" / "config.json").write_text("{}")
     (tmp_path / "m" / "model.safetensors").write_bytes(b"this is not safetensors")
-    with pytest.raises(ConversionError, match="model.safetensors"):
+    with pytest.raises(ModelFileError, match="model.safetensors"):
         read_hf_folder(tmp_path / "m")

@@ -9,20 +9,10 @@ import transformers
 from safetensors.numpy import load_file, save_file
 
 from mats_jax.convert.__main__ import main
-from mats_jax.convert.errors import ConversionError
+from mats_jax.runtime.fileio import ModelFileError
 from mats_jax.convert.llm import load_llm
-from mats_jax.embedded import smollm2_gguf_path
-from mats_jax.tokenizer import load_tokenizer
-
-
-def tiny_llama_folder(path, dtype=torch.float32):
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=48,
-                                      num_hidden_layers=2, num_attention_heads=4,
-                                      num_key_value_heads=2, tie_word_embeddings=False)
-    transformers.LlamaForCausalLM(config).to(dtype).save_pretrained(path)
-    load_tokenizer(smollm2_gguf_path()).save_pretrained(path)  # a real tokenizer with the folder
-    return path
+from mats_jax.models.tokenizer import load_tokenizer
+from tests.support.models import tiny_llama_folder
 
 
 def tiny_gpt2_folder(path):
@@ -72,7 +62,7 @@ def test_missing_key_is_named(tmp_path):
     tensors = load_file(source / "model.safetensors")
     del tensors["model.layers.1.mlp.up_proj.weight"]
     save_file(tensors, source / "model.safetensors")
-    with pytest.raises(ConversionError, match="missing parameter .layers.1.mlp.up_proj.kernel"):
+    with pytest.raises(ModelFileError, match="missing key .layers.1.mlp.up_proj.kernel"):
         load_llm(source)
 
 

@@ -1,29 +1,14 @@
-"""Fixtures of the data-layer tests: the real data in ../shared/data and small synthetic corpora."""
+"""Fixtures of the data-layer tests: a small synthetic corpus."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from mats_jax.data.prepare import prepare
-from mats_jax.data.records import caption
 from mats_jax.data.rows import read_jsonl
-
-REPO = Path(__file__).resolve().parents[2]
-DATA_ROOT = Path(os.environ.get("MATS_JAX_DATA_ROOT", REPO.parent / "shared" / "data"))
-
-requires_data = pytest.mark.skipif(
-    not (DATA_ROOT / "captions").is_dir(), reason=f"real data not found at {DATA_ROOT}"
-)
-
-# Synthetic corpus: source -> (train records, val records). Texts are unique, so a text names a record.
-SIZES = {"alpha": (600, 40), "beta": (300, 20), "gamma": (150, 10)}
-
-
-def synthetic_records(source: str, split: str, n: int) -> list:
-    return [caption(f"{source} {split} {i}", dataset=source, source=source, clip=f"{source}:{i}") for i in range(n)]
+from tests.support.records import SIZES, synthetic_records
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,10 @@
 """The default corpus shipped with the code: valid, small, attributed, held-out validation."""
 
-from mats_jax import corpus
-from mats_jax.corpus.build import main as rebuild
+from mats_jax.data import corpus
+from mats_jax.data.corpus.build import main as rebuild
 from mats_jax.data.rows import read_jsonl
 
-from .conftest import DATA_ROOT, requires_data
+from tests.support.paths import DATA_ROOT, requires_data
 
 
 def test_default_corpus_is_valid_small_and_attributed():

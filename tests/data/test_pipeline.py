@@ -8,7 +8,7 @@ import pytest
 
 from mats_jax.data.pipeline import all_records, first_records, make_iterator
 
-from .conftest import SIZES, synthetic_records
+from tests.support.records import SIZES, synthetic_records
 
 WEIGHTS = {"alpha": 5, "beta": 3, "gamma": 2}
 
@@ -124,7 +124,7 @@ def test_argument_errors(synthetic_corpus, tmp_path):
 
 
 def test_state_saves_and_restores_with_an_orbax_checkpoint(synthetic_corpus, tmp_path):
-    """As `mats_jax.checkpointing` stores it: the state as one JSON item beside the model."""
+    """As `mats_jax.training.checkpoints` stores it: the state as one JSON item beside the model."""
     ocp = pytest.importorskip("orbax.checkpoint")
     it = iterator(synthetic_corpus, seed=3)
     for _ in range(5):

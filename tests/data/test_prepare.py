@@ -11,7 +11,8 @@ from mats_jax.data.prepare import prepare, real_inputs
 from mats_jax.data.records import caption
 from mats_jax.data.rows import Rows, read_jsonl
 
-from .conftest import DATA_ROOT, REPO, SIZES, requires_data, synthetic_records
+from tests.support.paths import DATA_ROOT, ROOT, requires_data
+from tests.support.records import SIZES, synthetic_records
 
 
 def read_all(corpus, source, split):
@@ -74,7 +75,7 @@ def test_real_sources_and_cli(tmp_path):
     assert read_all(tmp_path / "real", "dcase", "train") == list(real_inputs(["dcase"], DATA_ROOT)[0][1])
 
     cli = [sys.executable, "-m", "mats_jax.data.prepare", "--out", str(tmp_path / "cli")]
-    run = dict(cwd=REPO, capture_output=True, text=True)
+    run = dict(cwd=ROOT, capture_output=True, text=True)
     done = subprocess.run([*cli, "--sources", "tut", "--data-root", str(DATA_ROOT), "--default-corpus"], **run)
     assert done.returncode == 0, done.stderr
     manifest = json.loads((tmp_path / "cli/manifest.json").read_text())

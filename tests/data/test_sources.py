@@ -8,7 +8,7 @@ import pytest
 from mats_jax.data import records as R
 from mats_jax.data.sources import SOURCES, build
 
-from .conftest import DATA_ROOT, requires_data
+from tests.support.paths import DATA_ROOT, requires_data
 
 pytestmark = requires_data
 

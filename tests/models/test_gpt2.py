@@ -7,7 +7,7 @@ import torch
 import transformers
 
 from mats_jax.convert.llm import from_torch_state
-from tests.conftest import torch_state
+from tests.references.torch_io import torch_state
 
 
 @pytest.fixture(scope="module")

@@ -4,25 +4,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-import transformers
 
 from mats_jax.convert.llm import from_torch_state
 from mats_jax.models.decoder import positions_from_mask
-from tests.conftest import torch_state
-
-TINY = dict(vocab_size=211, hidden_size=96, intermediate_size=160, num_hidden_layers=3,
-            num_attention_heads=6, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0,
-            max_position_embeddings=256, tie_word_embeddings=False)
-
-
-def reference(config: dict, seed: int = 0) -> transformers.LlamaForCausalLM:
-    torch.manual_seed(seed)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config)).eval()
-    with torch.no_grad():  # default init leaves norms at 1: randomise them so they are tested
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1 + 0.3 * torch.randn_like(p))
-    return model
+from tests.references.llama import TINY, reference
+from tests.references.torch_io import torch_state
 
 
 def port(ref, config):

@@ -6,11 +6,12 @@ import peft
 import torch
 from flax import nnx
 
-from mats_jax.convert.llm import build_model, llama_keymap
+from mats_jax.convert.llm import llama_keymap
+from mats_jax.models.registry import build_model
 from mats_jax.models.lora import add_lora, merge_lora
-from mats_jax.state import load_params, param_arrays
-from tests.conftest import torch_state
-from tests.models.test_llama import TINY, reference
+from mats_jax.models.params import load_params, param_arrays
+from tests.references.llama import TINY, reference
+from tests.references.torch_io import torch_state
 
 
 def peft_model():

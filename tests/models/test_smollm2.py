@@ -8,9 +8,9 @@ import torch
 import transformers
 
 from mats_jax.convert.llm import load_llm
-from mats_jax.embedded import smollm2_gguf_path
-from mats_jax.generation import GenerationConfig, generate
-from mats_jax.tokenizer import load_tokenizer
+from mats_jax.runtime.assets import smollm2_gguf_path
+from mats_jax.models.sampler import GenerationConfig, generate
+from mats_jax.models.tokenizer import load_tokenizer
 
 PROMPTS = [
     "The capital of France is",

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.test_resume import command, losses
+from tests.support.paths import ROOT
+from tests.support.trainer import command, losses
 
-ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch" / "local_multiprocess.sh"
 MORE = 3  # steps after the preemption
 

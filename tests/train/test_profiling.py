@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from tests.train.test_resume import ROOT, command
+from tests.support.paths import ROOT
+from tests.support.trainer import command
 
 
 @pytest.mark.slow

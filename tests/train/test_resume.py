@@ -1,32 +1,15 @@
 """`python -m mats_jax.train`: a run stopped by SIGTERM and restarted reproduces the uninterrupted
 run's losses exactly (data order included); bad configurations fail before any work."""
 
-import json
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-
-ROOT = Path(__file__).resolve().parents[2]
-STEPS = 150
-
-
-def command(workdir, llm, corpus, *extra):
-    return [sys.executable, "-m", "mats_jax.train", f"--config={ROOT / 'configs' / 'default.py'}",
-            f"--workdir={workdir}", f"--config.llm.checkpoint={llm}", f"--config.data.corpus={corpus}",
-            f"--config.train.steps={STEPS}", "--config.train.batch_size=4", "--config.train.log_every=1",
-            "--config.train.checkpoint_every=1000", "--config.eval.every=1000", "--config.eval.batches=1",
-            "--config.eval.batch_size=4", "--config.eval.samples=0", "--config.mapper.num_layers=1",
-            "--config.mapper.dim=32", *extra]
-
-
-def losses(workdir: Path) -> dict[int, float]:
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+from tests.support.paths import ROOT
+from tests.support.trainer import STEPS, command, losses
 
 
 @pytest.mark.slow

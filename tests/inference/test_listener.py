@@ -1,0 +1,42 @@
+"""The listening API splits every batch over all of this process's devices, padding a batch that
+does not divide: four devices give one device's CLAP embeddings and texts (Santa on)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mats_jax.inference.listener import Listener
+from tests.support.paths import ESC50, ROOT
+
+CLIPS = [str(p) for p in sorted(ESC50.glob("*.wav"))[:3]]
+
+LISTEN = """
+import json, sys
+from mats_jax.inference.listener import Listener
+listener = Listener.from_workdir(sys.argv[1])
+embeddings, files, errors = listener.embed_audio(json.loads(sys.argv[2]), batch_size=3)
+texts = listener.describe(embeddings, generation=listener.paper_generation(max_new_tokens=6))
+print(json.dumps({"devices": listener.mesh.shape["data"], "embeddings": embeddings.tolist(), "texts": texts}))
+"""
+
+
+@pytest.mark.slow
+def test_four_devices_listen_like_one(listening_workdir):
+    listener = Listener.from_workdir(listening_workdir)
+    assert listener.bank is not None and listener.mesh.shape["data"] == 1
+    embeddings, files, errors = listener.embed_audio(CLIPS, batch_size=3)
+    assert files == CLIPS and not errors
+    texts = listener.describe(embeddings, generation=listener.paper_generation(max_new_tokens=6))
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", LISTEN, str(listening_workdir), json.dumps(CLIPS)], env=env,
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    four = json.loads(out.stdout.strip().splitlines()[-1])
+    assert four["devices"] == 4
+    np.testing.assert_allclose(np.asarray(four["embeddings"]), embeddings, atol=1e-5)
+    assert four["texts"] == texts and len(texts) == 3

@@ -1,0 +1,80 @@
+"""`python -m mats_jax.evaluate` on a tiny trained workdir (random CLAP): each kind of benchmark runs
+end to end on real clips, writes its report, says the numbers mean nothing, and skips what it
+cannot read or find."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mats_jax.evaluate import main
+from tests.support.paths import ESC50
+
+
+def clips(folder: Path, names: list[str]) -> None:
+    """Copies of real ESC-50 clips under the given names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for source, name in zip(sorted(ESC50.glob("*.wav")), names):
+        shutil.copy(source, folder / name)
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+
+
+def evaluate(workdir: Path, out: Path, *args: str) -> dict:
+    assert main(["--workdir", str(workdir), "--max-new-tokens", "4", "--out", str(out), *args]) == 0
+    return json.loads((out / "report.json").read_text()) | {"out": out}
+
+
+@pytest.mark.slow
+def test_classification_reports_accuracies_and_a_confusion_matrix(listening_workdir, tmp_path, capsys):
+    data = tmp_path / "esc50"
+    names = ["4-161099-A-47.wav", "4-161100-A-47.wav"]
+    clips(data, names)
+    (data / "4-999-A-0.wav").write_text("not audio")
+    write_csv(data / "labels.csv", ["filename", "label"],
+              [[names[0], "airplane"], [names[1], "airplane"], ["4-999-A-0.wav", "dog"], ["4-404-A-1.wav", "rooster"]])
+    report = evaluate(listening_workdir, tmp_path / "esc50-out", "--benchmark", "esc50", "--data", str(data))
+    assert report["examples"] == 2
+    assert set(report["skipped"]) == {"4-999-A-0.wav", "4-404-A-1.wav"}
+    assert set(report["metrics"]) == {"accuracy_clap", "accuracy_exact", "accuracy_substring"}
+    assert "RANDOM" in report["note"] and report["santa"] is True
+    assert (report["out"] / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    confusion = json.loads((report["out"] / "confusion.json").read_text())
+    assert confusion["classes"] == ["airplane", "dog", "rooster"]
+    assert sum(map(sum, confusion["matrix"])) == 2
+    assert "| accuracy_clap |" in (report["out"] / "report.md").read_text()
+    assert "4-999-A-0.wav" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_captioning_and_qa(listening_workdir, tmp_path):
+    data = tmp_path / "clotho"
+    clips(data, ["Santa Motor.wav", "Radio Garble.wav"])
+    write_csv(data / "test.csv", ["file_name"] + [f"caption_{i}" for i in range(1, 6)],
+              [["Santa Motor.wav"] + ["a machine whines and squeals"] * 5,
+               ["Radio Garble.wav"] + ["people talk over a radio"] * 5])
+    report = evaluate(listening_workdir, tmp_path / "clotho-out", "--benchmark", "clotho", "--data", str(data), "--no-santa")
+    assert report["examples"] == 2 and report["santa"] is False
+    assert {"BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D"} <= set(report["metrics"])
+    assert {"SPICE", "SPIDEr"} <= set(report["metrics"]) | set(report["unavailable"])
+
+    write_csv(data / "binary_test_eng.csv", ["file_name", "QuestionText", "answer"],
+              [["Santa Motor.wav", "Is a machine running?", a] for a in ("YES", "YES", "NO")]
+              + [["Radio Garble.wav", "Is it raining?", a] for a in ("NO", "NO", "NO")])
+    report = evaluate(listening_workdir, tmp_path / "aqa-out", "--benchmark", "clotho_aqa", "--data", str(data))
+    predictions = [json.loads(line) for line in (report["out"] / "predictions.jsonl").read_text().splitlines()]
+    assert [p["question"] for p in predictions] == ["Is a machine running?", "Is it raining?"]
+    assert set(report["metrics"]) == {"accuracy", "accuracy_any_annotator"}
+
+
+def test_bad_input_is_one_line_and_exit_1(tmp_path, capsys):
+    assert main(["--workdir", str(tmp_path), "--benchmark", "us8k", "--data", str(tmp_path)]) == 1
+    assert "UrbanSound8K.csv" in capsys.readouterr().err
+    write_csv(tmp_path / "labels.csv", ["filename", "label"], [["gone.wav", "dog"]])
+    assert main(["--workdir", str(tmp_path), "--benchmark", "esc50", "--data", str(tmp_path)]) == 1
+    assert "no audio for any of the 1 esc50 examples" in capsys.readouterr().err
