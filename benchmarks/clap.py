@@ -38,8 +38,15 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import (check, load_note, matmul_peak_gflops, print_json,  # noqa: E402
-                               print_table, setup_torch, timed_pair)
+from benchmarks.common import (
+    check,
+    load_note,
+    matmul_peak_gflops,
+    print_json,  # noqa: E402
+    print_table,
+    setup_torch,
+    timed_pair,
+)
 from tests.references.msclap import msclap_reference  # noqa: E402  (the parity tests' reference)
 
 NUM_SAMPLES = 308_700  # 7 s at 44.1 kHz
@@ -85,13 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     torch = setup_torch()
     from flax import nnx
 
-    from mats_jax.convert.clap import from_msclap_state
     from mats_jax.clap.model import _embed_audio, _embed_text, embed_audio_fn, embed_text_fn
+    from mats_jax.convert.clap import from_msclap_state
 
     peak = matmul_peak_gflops()
     theirs = msclap_reference()
-    ours = from_msclap_state({k: v.detach().numpy() for k, v in theirs.state_dict().items()},
-                             source="msclap (random)")
+    ours = from_msclap_state(
+        {k: v.detach().numpy() for k, v in theirs.state_dict().items()}, source="msclap (random)"
+    )
     graphdef, state = nnx.split(ours)
     embed_audio, embed_text = embed_audio_fn(ours), embed_text_fn(ours)
     rows, diffs = [], {}
@@ -107,13 +115,22 @@ def main(argv: list[str] | None = None) -> int:
                 return theirs.audio_encoder(wave_t)[0]
 
         flops = torch_flops(torch, torch_audio)
-        t_ours, t_torch = timed_pair(lambda: jax.block_until_ready(embed_audio(wave)),
-                                     torch_audio, args.runs)
+        t_ours, t_torch = timed_pair(
+            lambda: jax.block_until_ready(embed_audio(wave)), torch_audio, args.runs
+        )
         diff = float(np.abs(np.asarray(embed_audio(wave)[0]) - torch_audio().numpy()).max())
         diffs[f"audio b{batch}"] = diff
-        rows.append(_row(f"audio b{batch} (7 s clips)", flops,
-                         xla_flops(_embed_audio, graphdef, state, wave), t_ours, t_torch, peak)
-                    | {"max_abs_diff": diff})
+        rows.append(
+            _row(
+                f"audio b{batch} (7 s clips)",
+                flops,
+                xla_flops(_embed_audio, graphdef, state, wave),
+                t_ours,
+                t_torch,
+                peak,
+            )
+            | {"max_abs_diff": diff}
+        )
 
     # ---- text tower -----------------------------------------------------------------------
     ids_np, mask_np = caption_ids(8)
@@ -125,39 +142,67 @@ def main(argv: list[str] | None = None) -> int:
             return theirs.caption_encoder(text_in)
 
     flops = torch_flops(torch, torch_text)
-    t_ours, t_torch = timed_pair(lambda: jax.block_until_ready(embed_text(ids)), torch_text,
-                                 args.runs)
+    t_ours, t_torch = timed_pair(
+        lambda: jax.block_until_ready(embed_text(ids)), torch_text, args.runs
+    )
     diff = float(np.abs(np.asarray(embed_text(ids)) - torch_text().numpy()).max())
     diffs["text 8x77"] = diff
-    rows.append(_row(f"text 8x{TEXT_LENGTH} tokens", flops,
-                     xla_flops(_embed_text, graphdef, state, ids, None), t_ours, t_torch, peak)
-                | {"max_abs_diff": diff})
+    rows.append(
+        _row(
+            f"text 8x{TEXT_LENGTH} tokens",
+            flops,
+            xla_flops(_embed_text, graphdef, state, ids, None),
+            t_ours,
+            t_torch,
+            peak,
+        )
+        | {"max_abs_diff": diff}
+    )
 
-    print_table(f"msclap 2023 CLAP towers, random weights, {args.runs} runs (matmul peak: JAX "
-                f"{peak['jax']:.0f}, torch {peak['torch']:.0f} GFLOP/s)", rows)
-    print("\ngflop = torch FlopCounterMode count (matmul/conv, used for both sides' GFLOP/s); "
-          "xla_gflop = XLA cost analysis of our lowered program (elementwise included); "
-          "max_abs_diff = |ours - PyTorch| over the 1024-d embeddings")
+    print_table(
+        f"msclap 2023 CLAP towers, random weights, {args.runs} runs (matmul peak: JAX "
+        f"{peak['jax']:.0f}, torch {peak['torch']:.0f} GFLOP/s)",
+        rows,
+    )
+    print(
+        "\ngflop = torch FlopCounterMode count (matmul/conv, used for both sides' GFLOP/s); "
+        "xla_gflop = XLA cost analysis of our lowered program (elementwise included); "
+        "max_abs_diff = |ours - PyTorch| over the 1024-d embeddings"
+    )
     print(load_note())
     print_json("clap", {"peak_gflops": peak, "rows": rows})
     bad = {k: v for k, v in diffs.items() if not np.isfinite(v) or v > TOLERANCE}
     if bad:
-        print(f"error: ours and PyTorch disagree (max abs diff > {TOLERANCE}): {bad}", file=sys.stderr)
+        print(
+            f"error: ours and PyTorch disagree (max abs diff > {TOLERANCE}): {bad}", file=sys.stderr
+        )
         return 2
-    targets = {f"{r['what']} >= 1.3x PyTorch": r["speedup"] >= 1.3
-               for r in rows if r["what"].startswith("audio b8")}
+    targets = {
+        f"{r['what']} >= 1.3x PyTorch": r["speedup"] >= 1.3
+        for r in rows
+        if r["what"].startswith("audio b8")
+    }
     return check(targets)
 
 
 def _row(what, flops, xla, t_ours, t_torch, peak) -> dict:
     ours_gf, torch_gf = flops / t_ours.median_s / 1e9, flops / t_torch.median_s / 1e9
-    return {"what": what, "ours_s": t_ours.median_s, "torch_s": t_torch.median_s,
-            "speedup": t_torch.median_s / t_ours.median_s, "ours_compile_s": t_ours.compile_s,
-            "torch_first_s": t_torch.first_s, "gflop": flops / 1e9, "xla_gflop": xla / 1e9,
-            "ours_gflops": ours_gf, "torch_gflops": torch_gf,
-            "ours_pct_peak": 100 * ours_gf / peak["jax"],
-            "torch_pct_peak": 100 * torch_gf / peak["torch"],
-            "ours_spread": t_ours.spread, "torch_spread": t_torch.spread}
+    return {
+        "what": what,
+        "ours_s": t_ours.median_s,
+        "torch_s": t_torch.median_s,
+        "speedup": t_torch.median_s / t_ours.median_s,
+        "ours_compile_s": t_ours.compile_s,
+        "torch_first_s": t_torch.first_s,
+        "gflop": flops / 1e9,
+        "xla_gflop": xla / 1e9,
+        "ours_gflops": ours_gf,
+        "torch_gflops": torch_gf,
+        "ours_pct_peak": 100 * ours_gf / peak["jax"],
+        "torch_pct_peak": 100 * torch_gf / peak["torch"],
+        "ours_spread": t_ours.spread,
+        "torch_spread": t_torch.spread,
+    }
 
 
 if __name__ == "__main__":

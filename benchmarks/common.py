@@ -40,7 +40,7 @@ def setup_torch():
 
 @dataclass
 class Timing:
-    first_s: float                       # first call: compile (JAX) / warm-up, plus one run
+    first_s: float  # first call: compile (JAX) / warm-up, plus one run
     times_s: list[float] = field(default_factory=list)
 
     @property
@@ -58,16 +58,22 @@ class Timing:
         return max(self.first_s - self.median_s, 0.0)
 
 
-def timed(fn: Callable[[], Any], runs: int = 3, warmup: int = 0,
-          first: Callable[[], Any] | None = None) -> Timing:
+def timed(
+    fn: Callable[[], Any], runs: int = 3, warmup: int = 0, first: Callable[[], Any] | None = None
+) -> Timing:
     """Time `fn()`: one first call (`first()` if given, e.g. a cheaper warm-up), `warmup` untimed
     calls, then `runs` timed calls."""
     return timed_pair(fn, None, runs, warmup, first)[0]
 
 
-def timed_pair(fn_a: Callable[[], Any], fn_b: Callable[[], Any] | None, runs: int = 3,
-               warmup: int = 0, first_a: Callable[[], Any] | None = None,
-               first_b: Callable[[], Any] | None = None) -> tuple[Timing, Timing | None]:
+def timed_pair(
+    fn_a: Callable[[], Any],
+    fn_b: Callable[[], Any] | None,
+    runs: int = 3,
+    warmup: int = 0,
+    first_a: Callable[[], Any] | None = None,
+    first_b: Callable[[], Any] | None = None,
+) -> tuple[Timing, Timing | None]:
     """Like `timed` for two functions whose timed runs alternate (a, b, a, b, ...), so that load
     from other processes on a shared machine hits both sides alike."""
     fns = [(fn_a, first_a)] + ([(fn_b, first_b)] if fn_b is not None else [])
@@ -122,8 +128,11 @@ def matmul_peak_gflops(n: int = 2048, runs: int = 5) -> dict[str, float]:
 
 def ceilings() -> dict[str, float]:
     peak = matmul_peak_gflops()
-    return {"copy_bandwidth_gbs": copy_bandwidth_gbs(), "matmul_gflops_jax": peak["jax"],
-            "matmul_gflops_torch": peak["torch"]}
+    return {
+        "copy_bandwidth_gbs": copy_bandwidth_gbs(),
+        "matmul_gflops_jax": peak["jax"],
+        "matmul_gflops_torch": peak["torch"],
+    }
 
 
 def load_average() -> float:
@@ -138,8 +147,10 @@ def load_note() -> str:
     """A warning when other processes were competing for the cores during the run."""
     load = load_average()
     if load > 1.25 * CORES:
-        return (f"WARNING: 1-minute load average {load:.1f} on {CORES} cores: other processes "
-                "shared the CPU, timings are noisy (PyTorch's OpenMP barriers suffer most).")
+        return (
+            f"WARNING: 1-minute load average {load:.1f} on {CORES} cores: other processes "
+            "shared the CPU, timings are noisy (PyTorch's OpenMP barriers suffer most)."
+        )
     return f"load average {load:.2f} on {CORES} cores"
 
 

@@ -44,9 +44,9 @@ def main(argv=None) -> int:
     from flax import nnx
 
     from mats_jax.convert.llm import load_llm, read_source
-    from mats_jax.runtime.assets import smollm2_gguf_path
-    from mats_jax.models.sampler import GenerationConfig, generate
     from mats_jax.models.llama import Llama, LlamaConfig
+    from mats_jax.models.sampler import GenerationConfig, generate
+    from mats_jax.runtime.assets import smollm2_gguf_path
 
     b, slots, at = args.batch, 86, 40
     model = load_llm(smollm2_gguf_path())
@@ -68,12 +68,15 @@ def main(argv=None) -> int:
     def blocks(leaves, cache, t):
         m = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
         return m.hidden_states(t, attention_mask=mask, positions=pos, cache=cache, cache_index=at)
+
     head = jax.jit(lambda h, e: h @ e.T)
     head_t = jax.jit(lambda h, e: h @ e)
     keys = iter(jax.random.split(jax.random.key(1), 8 * c.num_hidden_layers))
     shapes = [(d, d), (d, kv), (d, kv), (d, d), (d, f), (d, f), (f, d)]
-    weights = [[jax.random.normal(next(keys), s) * 0.02 for s in shapes]
-               for _ in range(c.num_hidden_layers)]
+    weights = [
+        [jax.random.normal(next(keys), s) * 0.02 for s in shapes]
+        for _ in range(c.num_hidden_layers)
+    ]
 
     @jax.jit
     def chain(x, weights):
@@ -83,12 +86,20 @@ def main(argv=None) -> int:
         return x
 
     _, hf, _ = read_source(smollm2_gguf_path())
-    tiny = Llama(LlamaConfig.from_hf({**hf, "hidden_size": 72, "intermediate_size": 96,
-                                      "vocab_size": 512, "head_dim": 8}), rngs=nnx.Rngs(0))
+    tiny = Llama(
+        LlamaConfig.from_hf(
+            {**hf, "hidden_size": 72, "intermediate_size": 96, "vocab_size": 512, "head_dim": 8}
+        ),
+        rngs=nnx.Rngs(0),
+    )
     n_new = 32
-    config = GenerationConfig(max_new_tokens=n_new, min_length=22 + n_new, eos_token_id=2,
-                              num_beams=b, **({} if b == 1 else dict(no_repeat_ngram_size=2,
-                                                                     repetition_penalty=2.0)))
+    config = GenerationConfig(
+        max_new_tokens=n_new,
+        min_length=22 + n_new,
+        eos_token_id=2,
+        num_beams=b,
+        **({} if b == 1 else dict(no_repeat_ngram_size=2, repetition_penalty=2.0)),
+    )
     prompt = np.ones((1, 22), np.int32)
     weight_bytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     src = np.ones(weight_bytes // 4, np.float32)
@@ -111,11 +122,17 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             fn()
             times[name].append((time.perf_counter() - start) * 1e3 * scale.get(name, 1))
-    rows = [{"part": k, "min_ms": min(t), "median_ms": float(np.median(t))} for k, t in times.items()]
+    rows = [
+        {"part": k, "min_ms": min(t), "median_ms": float(np.median(t))} for k, t in times.items()
+    ]
     copy_ms = min(times["numpy copy of all weights"])
-    print_table(f"decode step, batch {b}, SmolLM2-135M ({weight_bytes / 1e6:.0f} MB f32 weights)", rows)
-    print(f"\nbandwidth bound for one step: {copy_ms / 2:.1f} ms "
-          f"(best copy {2 * weight_bytes / copy_ms / 1e6:.1f} GB/s read+write)")
+    print_table(
+        f"decode step, batch {b}, SmolLM2-135M ({weight_bytes / 1e6:.0f} MB f32 weights)", rows
+    )
+    print(
+        f"\nbandwidth bound for one step: {copy_ms / 2:.1f} ms "
+        f"(best copy {2 * weight_bytes / copy_ms / 1e6:.1f} GB/s read+write)"
+    )
     print(load_note())
     return 0
 

@@ -38,8 +38,15 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import (check, load_note, matmul_peak_gflops, print_json,  # noqa: E402
-                               print_table, setup_torch, timed_pair)
+from benchmarks.common import (
+    check,
+    load_note,
+    matmul_peak_gflops,
+    print_json,  # noqa: E402
+    print_table,
+    setup_torch,
+    timed_pair,
+)
 
 LR, WEIGHT_DECAY = 1e-4, 0.01
 
@@ -69,15 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     from flax import nnx
 
     from mats_jax.convert.llm import load_llm
-    from mats_jax.runtime.assets import smollm2_gguf_path
-    from mats_jax.models.losses import next_token_loss
     from mats_jax.models.lora import add_lora
+    from mats_jax.models.losses import next_token_loss
+    from mats_jax.runtime.assets import smollm2_gguf_path
 
     peak = matmul_peak_gflops()
     path = smollm2_gguf_path()
     ours = load_llm(path)
     theirs = transformers.AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, dtype=torch.float32)
+        path.parent, gguf_file=path.name, dtype=torch.float32
+    )
     config = ours.config
     ids_np = np.random.default_rng(0).integers(0, config.vocab_size, (args.batch, args.length))
     ids = jnp.asarray(ids_np, jnp.int32)
@@ -98,15 +106,17 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             return theirs(ids_t).logits
 
-    t_ours, t_torch = timed_pair(lambda: jax.block_until_ready(forward(state, ids)),
-                                 torch_forward, args.runs)
+    t_ours, t_torch = timed_pair(
+        lambda: jax.block_until_ready(forward(state, ids)),  # noqa: F821 (runs before `del state`)
+        torch_forward,
+        args.runs,
+    )
     diff = float(np.abs(np.asarray(forward(state, ids)) - torch_forward().numpy()).max())
     rows.append(_row("forward", flops, t_ours, t_torch, peak) | {"max_abs_diff": diff})
     del state
 
     # ---- LoRA train step ------------------------------------------------------------------
-    add_lora(ours, targets=("q_proj", "v_proj"), rank=8, alpha=32.0, dropout=0.1,
-             rngs=nnx.Rngs(0))
+    add_lora(ours, targets=("q_proj", "v_proj"), rank=8, alpha=32.0, dropout=0.1, rngs=nnx.Rngs(0))
     ours.train()
     graphdef, lora, rng_state, frozen = nnx.split(ours, nnx.LoRAParam, nnx.RngState, ...)
     optimizer = optax.adamw(LR, weight_decay=WEIGHT_DECAY)
@@ -132,16 +142,23 @@ def main(argv: list[str] | None = None) -> int:
     losses = {}
 
     def run_ours():
-        box["lora"], box["opt"], box["rng"], loss = step(box["lora"], box["opt"], box["rng"],
-                                                         frozen, ids)
+        box["lora"], box["opt"], box["rng"], loss = step(
+            box["lora"], box["opt"], box["rng"], frozen, ids
+        )
         losses["ours"] = float(loss)  # blocks
 
-    lora_config = peft.LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1,
-                                  target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    lora_config = peft.LoraConfig(
+        r=8,
+        lora_alpha=32,
+        lora_dropout=0.1,
+        target_modules=["q_proj", "v_proj"],
+        task_type="CAUSAL_LM",
+    )
     peft_model = peft.get_peft_model(theirs, lora_config)
     peft_model.train()
-    torch_opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad],
-                                  lr=LR, weight_decay=WEIGHT_DECAY)
+    torch_opt = torch.optim.AdamW(
+        [p for p in peft_model.parameters() if p.requires_grad], lr=LR, weight_decay=WEIGHT_DECAY
+    )
 
     labels_t = torch.roll(ids_t, -1, dims=1)
     labels_t[:, -1] = -100
@@ -156,36 +173,54 @@ def main(argv: list[str] | None = None) -> int:
 
     t_ours, t_torch = timed_pair(run_ours, run_torch, args.runs)
     loss_gap = abs(losses["ours"] - losses["torch"])
-    rows.append(_row("LoRA train step (2F)", 2 * flops, t_ours, t_torch, peak)
-                | {"max_abs_diff": loss_gap})
-    result["train_gflops_3F_convention"] = {"ours": 3 * flops / t_ours.median_s / 1e9,
-                                            "torch": 3 * flops / t_torch.median_s / 1e9}
+    rows.append(
+        _row("LoRA train step (2F)", 2 * flops, t_ours, t_torch, peak) | {"max_abs_diff": loss_gap}
+    )
+    result["train_gflops_3F_convention"] = {
+        "ours": 3 * flops / t_ours.median_s / 1e9,
+        "torch": 3 * flops / t_torch.median_s / 1e9,
+    }
 
-    print_table(f"SmolLM2-135M, {args.batch} x {args.length} tokens, {args.runs} runs "
-                f"(matmul peak: JAX {peak['jax']:.0f}, torch {peak['torch']:.0f} GFLOP/s)", rows)
-    print(f"\nforward = {flops / 1e9:.1f} GFLOP; train step counted as 2F = {2 * flops / 1e9:.1f} "
-          f"GFLOP (3F convention: ours {result['train_gflops_3F_convention']['ours']:.0f}, torch "
-          f"{result['train_gflops_3F_convention']['torch']:.0f} GFLOP/s); "
-          f"max_abs_diff = logits diff (forward) / loss gap after the same number of steps "
-          f"(dropout masks differ)")
+    print_table(
+        f"SmolLM2-135M, {args.batch} x {args.length} tokens, {args.runs} runs "
+        f"(matmul peak: JAX {peak['jax']:.0f}, torch {peak['torch']:.0f} GFLOP/s)",
+        rows,
+    )
+    print(
+        f"\nforward = {flops / 1e9:.1f} GFLOP; train step counted as 2F = {2 * flops / 1e9:.1f} "
+        f"GFLOP (3F convention: ours {result['train_gflops_3F_convention']['ours']:.0f}, torch "
+        f"{result['train_gflops_3F_convention']['torch']:.0f} GFLOP/s); "
+        f"max_abs_diff = logits diff (forward) / loss gap after the same number of steps "
+        f"(dropout masks differ)"
+    )
     print(load_note())
     result["rows"] = rows
     print_json("lm_forward", result)
     if not np.isfinite(losses["ours"]) or loss_gap > 0.05 * abs(losses["torch"]):
-        print(f"error: losses disagree: ours {losses['ours']} vs torch {losses['torch']}",
-              file=sys.stderr)
+        print(
+            f"error: losses disagree: ours {losses['ours']} vs torch {losses['torch']}",
+            file=sys.stderr,
+        )
         return 2
     return check({f"{r['what']} >= 1.0x PyTorch": r["speedup"] >= 1.0 for r in rows})
 
 
 def _row(what, flops, t_ours, t_torch, peak) -> dict:
     ours_gf, torch_gf = flops / t_ours.median_s / 1e9, flops / t_torch.median_s / 1e9
-    return {"what": what, "ours_s": t_ours.median_s, "torch_s": t_torch.median_s,
-            "speedup": t_torch.median_s / t_ours.median_s, "ours_compile_s": t_ours.compile_s,
-            "torch_first_s": t_torch.first_s, "ours_gflops": ours_gf, "torch_gflops": torch_gf,
-            "ours_pct_peak": 100 * ours_gf / peak["jax"],
-            "torch_pct_peak": 100 * torch_gf / peak["torch"],
-            "ours_spread": t_ours.spread, "torch_spread": t_torch.spread}
+    return {
+        "what": what,
+        "ours_s": t_ours.median_s,
+        "torch_s": t_torch.median_s,
+        "speedup": t_torch.median_s / t_ours.median_s,
+        "ours_compile_s": t_ours.compile_s,
+        "torch_first_s": t_torch.first_s,
+        "ours_gflops": ours_gf,
+        "torch_gflops": torch_gf,
+        "ours_pct_peak": 100 * ours_gf / peak["jax"],
+        "torch_pct_peak": 100 * torch_gf / peak["torch"],
+        "ours_spread": t_ours.spread,
+        "torch_spread": t_torch.spread,
+    }
 
 
 if __name__ == "__main__":

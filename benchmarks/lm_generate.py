@@ -34,10 +34,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import (check, copy_bandwidth_gbs, load_note, print_json,  # noqa: E402
-                               print_table, setup_torch, timed_pair)
+from benchmarks.common import (
+    check,
+    copy_bandwidth_gbs,
+    load_note,
+    print_json,  # noqa: E402
+    print_table,
+    setup_torch,
+    timed_pair,
+)
 
-PROMPT = "Describe the following audio in a caption. A dog barks while a car passes by on a rainy street."
+PROMPT = (
+    "Describe the following audio in a caption. "
+    "A dog barks while a car passes by on a rainy street."
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,14 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     from flax import nnx
 
     from mats_jax.convert.llm import load_llm
-    from mats_jax.runtime.assets import smollm2_gguf_path
     from mats_jax.models.sampler import GenerationConfig, generate
     from mats_jax.models.tokenizer import load_tokenizer
+    from mats_jax.runtime.assets import smollm2_gguf_path
 
     path = smollm2_gguf_path()
     ours = load_llm(path)
     theirs = transformers.AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+        path.parent, gguf_file=path.name, dtype=torch.float32
+    ).eval()
     tokenizer = load_tokenizer(path)
     ids = tokenizer(PROMPT, return_tensors="np").input_ids.astype(np.int32)
     prompt_len = ids.shape[1]
@@ -67,22 +78,41 @@ def main(argv: list[str] | None = None) -> int:
     eos = eos if isinstance(eos, int) else eos[0]
 
     params = sum(x.size for x in jax.tree.leaves(nnx.state(ours, nnx.Param)))
-    weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(nnx.state(ours, nnx.Param)))
+    weight_bytes = sum(
+        x.size * x.dtype.itemsize for x in jax.tree.leaves(nnx.state(ours, nnx.Param))
+    )
     bandwidths = [copy_bandwidth_gbs()]  # measured again after each mode: the machine is shared
 
     settings = {
         "greedy": dict(n=args.greedy_tokens, hf={}, ours={}),
-        "beam-4": dict(n=args.beam_tokens,
-                       hf=dict(num_beams=4, no_repeat_ngram_size=2, repetition_penalty=2.0,
-                               length_penalty=1.0, early_stopping=False),
-                       ours=dict(num_beams=4, no_repeat_ngram_size=2, repetition_penalty=2.0,
-                                 length_penalty=1.0, early_stopping=False)),
+        "beam-4": dict(
+            n=args.beam_tokens,
+            hf=dict(
+                num_beams=4,
+                no_repeat_ngram_size=2,
+                repetition_penalty=2.0,
+                length_penalty=1.0,
+                early_stopping=False,
+            ),
+            ours=dict(
+                num_beams=4,
+                no_repeat_ngram_size=2,
+                repetition_penalty=2.0,
+                length_penalty=1.0,
+                early_stopping=False,
+            ),
+        ),
     }
     rows, result = [], {"weight_bytes": weight_bytes, "params": params}
     for name, s in settings.items():
         n = s["n"]
-        config = GenerationConfig(max_new_tokens=n, min_length=prompt_len + n, eos_token_id=eos,
-                                  pad_token_id=eos, **s["ours"])
+        config = GenerationConfig(
+            max_new_tokens=n,
+            min_length=prompt_len + n,
+            eos_token_id=eos,
+            pad_token_id=eos,
+            **s["ours"],
+        )
         out = {}
 
         def run_ours():
@@ -92,9 +122,16 @@ def main(argv: list[str] | None = None) -> int:
 
         def run_hf(new_tokens=n):
             with torch.inference_mode():
-                seq = theirs.generate(torch_ids, attention_mask=torch.ones_like(torch_ids),
-                                      max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                      do_sample=False, eos_token_id=eos, pad_token_id=eos, **s["hf"])
+                seq = theirs.generate(
+                    torch_ids,
+                    attention_mask=torch.ones_like(torch_ids),
+                    max_new_tokens=new_tokens,
+                    min_new_tokens=new_tokens,
+                    do_sample=False,
+                    eos_token_id=eos,
+                    pad_token_id=eos,
+                    **s["hf"],
+                )
             out["hf"] = seq[:, prompt_len:].numpy()
 
         # transformers has nothing to compile: a 2-token call warms it up; timed runs alternate
@@ -102,35 +139,58 @@ def main(argv: list[str] | None = None) -> int:
         bandwidths.append(copy_bandwidth_gbs())
         n_ours, n_hf = out["ours"].shape[1], out["hf"].shape[1]
         if n_ours != n or n_hf != n:
-            print(f"error: {name}: generated {n_ours} (ours) / {n_hf} (transformers) tokens, "
-                  f"expected {n}", file=sys.stderr)
+            print(
+                f"error: {name}: generated {n_ours} (ours) / {n_hf} (transformers) tokens, "
+                f"expected {n}",
+                file=sys.stderr,
+            )
             return 2
         same = int(np.cumprod(out["ours"][0] == out["hf"][0]).sum())
         tps_ours, tps_hf = n / t_ours.median_s, n / t_hf.median_s
-        row = {"mode": name, "new_tokens": n, "ours_tok_s": tps_ours, "hf_tok_s": tps_hf,
-               "speedup": tps_ours / tps_hf, "ours_compile_s": t_ours.compile_s,
-               "ours_spread": t_ours.spread,
-               "hf_spread": t_hf.spread, "same_prefix": f"{same}/{n}"}
+        row = {
+            "mode": name,
+            "new_tokens": n,
+            "ours_tok_s": tps_ours,
+            "hf_tok_s": tps_hf,
+            "speedup": tps_ours / tps_hf,
+            "ours_compile_s": t_ours.compile_s,
+            "ours_spread": t_ours.spread,
+            "hf_spread": t_hf.spread,
+            "same_prefix": f"{same}/{n}",
+        }
         row["ours_ms_per_token"] = 1e3 * t_ours.median_s / n
         rows.append(row)
         result[name] = {**row, "ours_times_s": t_ours.times_s, "hf_times_s": t_hf.times_s}
 
     bandwidth = max(bandwidths)  # the least-disturbed sample: the bound is what the memory can do
     bound_tps = bandwidth * 1e9 / weight_bytes
-    rows[0]["pct_of_bound"] = result["greedy"]["pct_of_bound"] = 100 * rows[0]["ours_tok_s"] / bound_tps
-    result.update(copy_bandwidth_gbs=bandwidth, copy_bandwidth_samples=bandwidths,
-                  greedy_bound_tokens_per_s=bound_tps)
-    print_table(f"SmolLM2-135M generate, batch 1, prompt {prompt_len} tokens, {args.runs} runs",
-                rows)
-    print(f"\nweights {weight_bytes / 1e6:.0f} MB ({params / 1e6:.1f} M f32 params, tied head once); "
-          f"copy bandwidth {bandwidth:.1f} GB/s (best of {len(bandwidths)}) -> greedy bound {bound_tps:.1f} tokens/s "
-          f"({1e3 / bound_tps:.1f} ms/token)")
+    rows[0]["pct_of_bound"] = result["greedy"]["pct_of_bound"] = (
+        100 * rows[0]["ours_tok_s"] / bound_tps
+    )
+    result.update(
+        copy_bandwidth_gbs=bandwidth,
+        copy_bandwidth_samples=bandwidths,
+        greedy_bound_tokens_per_s=bound_tps,
+    )
+    print_table(
+        f"SmolLM2-135M generate, batch 1, prompt {prompt_len} tokens, {args.runs} runs", rows
+    )
+    print(
+        f"\nweights {weight_bytes / 1e6:.0f} MB ({params / 1e6:.1f} M f32 params, tied head once); "
+        f"copy bandwidth {bandwidth:.1f} GB/s (best of {len(bandwidths)}) "
+        f"-> greedy bound {bound_tps:.1f} tokens/s "
+        f"({1e3 / bound_tps:.1f} ms/token)"
+    )
     print(load_note())
     print_json("lm_generate", result)
     greedy, beam = result["greedy"], result["beam-4"]
-    return check({"greedy >= 2x transformers": greedy["speedup"] >= 2,
-                  "greedy >= 70% of bandwidth bound": greedy["pct_of_bound"] >= 70,
-                  "beam-4 >= 2x transformers": beam["speedup"] >= 2})
+    return check(
+        {
+            "greedy >= 2x transformers": greedy["speedup"] >= 2,
+            "greedy >= 70% of bandwidth bound": greedy["pct_of_bound"] >= 70,
+            "beam-4 >= 2x transformers": beam["speedup"] >= 2,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ TEMPERATURE, MIX, VARIANCE, ITERATIONS = 10.0, 0.7, 0.015, 10
 def synthetic_bank(size: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     directions = rng.standard_normal((CLUSTERS, DIM)).astype(np.float32)
-    points = directions[rng.integers(0, CLUSTERS, size)] + 0.8 * rng.standard_normal((size, DIM)).astype(np.float32)
+    points = directions[rng.integers(0, CLUSTERS, size)] + 0.8 * rng.standard_normal(
+        (size, DIM)
+    ).astype(np.float32)
     return points / np.linalg.norm(points, axis=1, keepdims=True)
 
 
@@ -56,7 +58,7 @@ def original_santa(torch, embeddings, centres, members, audio, noise):
         texts = embeddings[own]
         nearest = own[torch.topk(-((texts - a) ** 2).sum(-1), min(TOP_L, len(own))).indices]
         picked = torch.cat([nearest, own[:1].repeat(TOP_L - len(nearest))])
-        t = torch.nn.functional.normalize(embeddings[picked], dim=-1) + VARIANCE ** 0.5 * eps
+        t = torch.nn.functional.normalize(embeddings[picked], dim=-1) + VARIANCE**0.5 * eps
         t = torch.nn.functional.normalize(t, dim=-1)
         w = torch.softmax(TEMPERATURE * t @ a, dim=0)
         out.append(MIX * a + (1 - MIX) * w @ t)
@@ -79,41 +81,71 @@ def torch_device(torch) -> str:
 
 def synchronised(torch, device: str, fn):
     """`fn` followed by waiting for the device (CUDA calls return before the work is done)."""
+
     def run():
         with torch.inference_mode():
             result = fn()
         if device == "cuda":
             torch.cuda.synchronize()
         return result
+
     return run
 
 
 def retrieval_rows(torch, size: int, runs: int, member_batches: list[int | None]) -> list[dict]:
     bank = build_bank(synthetic_bank(size), CLUSTERS, ITERATIONS, jax.random.key(0))
     rng = np.random.default_rng(1)
-    audio = rng.standard_normal((AUDIO, DIM)).astype(np.float32) * 0.05 + np.asarray(bank.embeddings[:AUDIO])
+    audio = rng.standard_normal((AUDIO, DIM)).astype(np.float32) * 0.05 + np.asarray(
+        bank.embeddings[:AUDIO]
+    )
     noise = rng.standard_normal((AUDIO, TOP_L, DIM)).astype(np.float32)
     audio_j, noise_j = jnp.asarray(audio), jnp.asarray(noise)
     device = torch_device(torch)
-    members = [torch.from_numpy(np.array(row[:count])).to(device) for row, count in zip(bank.members, bank.counts)]
+    members = [
+        torch.from_numpy(np.array(row[:count])).to(device)
+        for row, count in zip(bank.members, bank.counts)
+    ]
     t_embeddings, t_centres, t_audio, t_noise = (
-        torch.from_numpy(np.array(x)).to(device) for x in (bank.embeddings, bank.centres, audio, noise))
-    reference = synchronised(torch, device, lambda: original_santa(
-        torch, t_embeddings, t_centres, members, t_audio, t_noise))
+        torch.from_numpy(np.array(x)).to(device)
+        for x in (bank.embeddings, bank.centres, audio, noise)
+    )
+    reference = synchronised(
+        torch,
+        device,
+        lambda: original_santa(torch, t_embeddings, t_centres, members, t_audio, t_noise),
+    )
     rows = []
     for member_batch in member_batches:
+
         def ours():
-            return jax.block_until_ready(retrieve_with_noise(
-                bank, audio_j, noise_j, temperature=TEMPERATURE, mix=MIX, noise_variance=VARIANCE,
-                member_batch=member_batch))
+            return jax.block_until_ready(
+                retrieve_with_noise(
+                    bank,
+                    audio_j,
+                    noise_j,
+                    temperature=TEMPERATURE,
+                    mix=MIX,
+                    noise_variance=VARIANCE,
+                    member_batch=member_batch,
+                )
+            )
 
         t_ours, t_ref = timed_pair(ours, reference, runs)
         error = float(np.abs(np.asarray(ours()) - reference().cpu().numpy()).max())
-        rows.append({"bank": size, "device": f"{jax.devices()[0].device_kind} / torch {device}",
-                     "member_batch": f"auto ({default_member_batch(AUDIO)})" if member_batch is None else member_batch,
-                     "ours_ms": t_ours.median_s * 1e3, "original_ms": t_ref.median_s * 1e3,
-                     "speedup": t_ref.median_s / t_ours.median_s, "compile_s": t_ours.compile_s,
-                     "max_abs_diff": error})
+        rows.append(
+            {
+                "bank": size,
+                "device": f"{jax.devices()[0].device_kind} / torch {device}",
+                "member_batch": f"auto ({default_member_batch(AUDIO)})"
+                if member_batch is None
+                else member_batch,
+                "ours_ms": t_ours.median_s * 1e3,
+                "original_ms": t_ref.median_s * 1e3,
+                "speedup": t_ref.median_s / t_ours.median_s,
+                "compile_s": t_ours.compile_s,
+                "max_abs_diff": error,
+            }
+        )
     return rows
 
 
@@ -132,33 +164,59 @@ def kmeans_row(torch, size: int, runs: int) -> dict:
     reference = synchronised(torch, device, lambda: torch_kmeans(torch, t_x, t_init))
     t_ours, t_ref = timed_pair(ours, reference, runs)
     agree = float(np.mean(np.asarray(ours()[1]) == reference()[1].cpu().numpy()))
-    return {"points": size, "device": f"{jax.devices()[0].device_kind} / torch {device}", "ours_s": t_ours.median_s, "torch_s": t_ref.median_s,
-            "speedup": t_ref.median_s / t_ours.median_s, "compile_s": t_ours.compile_s,
-            "same_assignment": agree}
+    return {
+        "points": size,
+        "device": f"{jax.devices()[0].device_kind} / torch {device}",
+        "ours_s": t_ours.median_s,
+        "torch_s": t_ref.median_s,
+        "speedup": t_ref.median_s / t_ours.median_s,
+        "compile_s": t_ours.compile_s,
+        "same_assignment": agree,
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--banks", default="5000,100000")
     parser.add_argument("--kmeans-size", type=int, default=100_000)
-    parser.add_argument("--member-batch", default="auto",
-                        help="comma-separated member_batch settings to time; auto = the backend's default")
+    parser.add_argument(
+        "--member-batch",
+        default="auto",
+        help="comma-separated member_batch settings to time; auto = the backend's default",
+    )
     args = parser.parse_args()
     member_batches = [None if b == "auto" else int(b) for b in args.member_batch.split(",")]
     torch = setup_torch()
-    retrieval = [row for size in args.banks.split(",")
-                 for row in retrieval_rows(torch, int(size), args.runs, member_batches)]
-    print_table(f"Santa retrieval, {AUDIO} audio embeddings, top {TOP_L} (per-sample PyTorch original)", retrieval)
+    retrieval = [
+        row
+        for size in args.banks.split(",")
+        for row in retrieval_rows(torch, int(size), args.runs, member_batches)
+    ]
+    print_table(
+        f"Santa retrieval, {AUDIO} audio embeddings, top {TOP_L} (per-sample PyTorch original)",
+        retrieval,
+    )
     clustering = [kmeans_row(torch, args.kmeans_size, max(args.runs // 2, 1))]
-    print_table(f"k-means {args.kmeans_size}x{DIM} -> K={CLUSTERS}, {ITERATIONS} iterations", clustering)
+    print_table(
+        f"k-means {args.kmeans_size}x{DIM} -> K={CLUSTERS}, {ITERATIONS} iterations", clustering
+    )
     print(load_note())
     print_json("santa", {"retrieval": retrieval, "kmeans": clustering})
     if any(row["max_abs_diff"] > 1e-4 for row in retrieval):
         print("ERROR: ours and the original disagree", file=sys.stderr)
         return 1
-    return check({f"retrieval >= 20x the original, bank {row['bank']}, member_batch {row['member_batch']}":
-                  row["speedup"] >= 20 for row in retrieval})
+    return check(
+        {
+            (
+                f"retrieval >= 20x the original, bank {row['bank']}, "
+                f"member_batch {row['member_batch']}"
+            ): row["speedup"] >= 20
+            for row in retrieval
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ peak LR 5e-5, 90k iterations (docs/data_flow.md); everything else as MATS-LLaMA.
 
     python -m mats_jax.convert llm PATH/gpt2 ckpt/gpt2
     python -m mats_jax.train --config=configs/mats_gpt2.py --workdir=workdirs/mats_gpt2 \
-        --config.llm.checkpoint=ckpt/gpt2 --config.clap.checkpoint=ckpt/clap --config.data.corpus=corpus/
+        --config.llm.checkpoint=ckpt/gpt2 --config.clap.checkpoint=ckpt/clap \
+        --config.data.corpus=corpus/
 
 Expect: a few GPU-days on one A100-class GPU; captioning quality below MATS-LLaMA (paper, Table 5).
 """
@@ -14,7 +15,16 @@ from mats_jax.config import base
 def get_config():
     c = base()
     c.lora.update(targets=("c_attn",))
-    c.data.update(sources={"audiocaps": 1.0, "clotho": 1.0, "audioset": 1.0, "esc50": 0.2,
-                           "urbansound8k": 0.5, "clotho_aqa": 0.5, "wavcaps_soundbible": 0.3})
+    c.data.update(
+        sources={
+            "audiocaps": 1.0,
+            "clotho": 1.0,
+            "audioset": 1.0,
+            "esc50": 0.2,
+            "urbansound8k": 0.5,
+            "clotho_aqa": 0.5,
+            "wavcaps_soundbible": 0.3,
+        }
+    )
     c.train.update(steps=90_000, batch_size=128, lr=5e-5)
     return c

@@ -5,9 +5,11 @@ AdamW (0.9, 0.999), weight decay 0.05, peak LR 3e-5, 3000 warmup steps then cosi
 
     python -m mats_jax.convert llm PATH/vicuna-7b-v1.5 ckpt/vicuna --add-pad-token "[PAD]"
     python -m mats_jax.convert clap --from msclap --source CLAP_weights_2023.pth --out ckpt/clap
-    python -m mats_jax.data.prepare --sources audiocaps,clotho,audioset,esc50,... --data-root DATA --out corpus/
+    python -m mats_jax.data.prepare --sources audiocaps,clotho,audioset,esc50,... \
+        --data-root DATA --out corpus/
     python -m mats_jax.train --config=configs/mats_llama.py --workdir=workdirs/mats_llama \
-        --config.llm.checkpoint=ckpt/vicuna --config.clap.checkpoint=ckpt/clap --config.data.corpus=corpus/
+        --config.llm.checkpoint=ckpt/vicuna --config.clap.checkpoint=ckpt/clap \
+        --config.data.corpus=corpus/
 
 Expect: the paper reports ~70 A100-hours (2×A100, 35 h); on a pod the batch is sharded over
 data×fsdp (launch/tpu_pod.sh mounts a bucket as the shared workdir). The full AudioTIA-5M corpus
@@ -27,17 +29,38 @@ from mats_jax.config import base
 # Vicuna-7B v1.5's Hugging Face config after `--add-pad-token "[PAD]"` (vocab 32001, pad 32000):
 # what `python -m mats_jax.aot` compiles when no llm.checkpoint is given (a checkpoint's own
 # config wins). The trainer always reads the checkpoint.
-VICUNA_7B = dict(model_type="llama", vocab_size=32001, hidden_size=4096, intermediate_size=11008,
-                 num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
-                 max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0,
-                 tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=32000)
+VICUNA_7B = dict(
+    model_type="llama",
+    vocab_size=32001,
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    max_position_embeddings=4096,
+    rms_norm_eps=1e-5,
+    rope_theta=10000.0,
+    tie_word_embeddings=False,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=32000,
+)
 
 
 def get_config():
     c = base()
     c.llm.update(dtype="bfloat16", param_dtype="bfloat16", architecture=VICUNA_7B)
-    c.data.update(sources={"audiocaps": 1.0, "clotho": 1.0, "audioset": 1.0, "esc50": 0.2,
-                           "urbansound8k": 0.5, "clotho_aqa": 0.5, "wavcaps_soundbible": 0.3})
+    c.data.update(
+        sources={
+            "audiocaps": 1.0,
+            "clotho": 1.0,
+            "audioset": 1.0,
+            "esc50": 0.2,
+            "urbansound8k": 0.5,
+            "clotho_aqa": 0.5,
+            "wavcaps_soundbible": 0.3,
+        }
+    )
     c.mesh.update(data=-1, fsdp=1, tensor=1)
     c.train.update(prng_impl="rbg")
     return c

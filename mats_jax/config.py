@@ -38,20 +38,55 @@ def base() -> ml_collections.ConfigDict:
     # hand (ahead-of-time compilation, importing trained weights); a checkpoint's own wins.
     c.llm = dict(checkpoint="", dtype="float32", param_dtype="float32", architecture={})
     c.clap = dict(checkpoint="", seed=0, dim=1024)  # "": random CLAP weights (said loudly)
-    c.mapper = dict(mapping_type="transformer", dim=1024, prefix_length=40, clip_length=40,
-                    num_layers=8, num_heads=8, mlp_ratio=2.0)
+    c.mapper = dict(
+        mapping_type="transformer",
+        dim=1024,
+        prefix_length=40,
+        clip_length=40,
+        num_layers=8,
+        num_heads=8,
+        mlp_ratio=2.0,
+    )
     c.lora = dict(rank=8, alpha=32.0, dropout=0.1, targets=("q_proj", "v_proj"))
     c.noise_variance = 0.015
-    c.data = dict(corpus="", sources={"audiocaps": 1.0}, val_source="audiocaps", seed=0,
-                  tail_length=200, max_answer_tokens=150)
-    c.train = dict(steps=360_000, batch_size=96, grad_accum=1, lr=3e-5, warmup_steps=3000,
-                   weight_decay=0.05, b1=0.9, b2=0.999, seed=0, remat=False, log_every=50,
-                   checkpoint_every=5000, keep_checkpoints=3, peak_flops_per_device=0.0,
-                   prng_impl="threefry2x32",  # "rbg": the accelerator's own generator (cheap dropout)
-                   profile_start=10, profile_steps=0)  # steps > 0: a profiler trace in WORKDIR/tensorboard
+    c.data = dict(
+        corpus="",
+        sources={"audiocaps": 1.0},
+        val_source="audiocaps",
+        seed=0,
+        tail_length=200,
+        max_answer_tokens=150,
+    )
+    c.train = dict(
+        steps=360_000,
+        batch_size=96,
+        grad_accum=1,
+        lr=3e-5,
+        warmup_steps=3000,
+        weight_decay=0.05,
+        b1=0.9,
+        b2=0.999,
+        seed=0,
+        remat=False,
+        log_every=50,
+        checkpoint_every=5000,
+        keep_checkpoints=3,
+        peak_flops_per_device=0.0,
+        prng_impl="threefry2x32",  # "rbg": the accelerator's own generator (cheap dropout)
+        profile_start=10,
+        profile_steps=0,
+    )  # steps > 0: a profiler trace in WORKDIR/tensorboard
     c.eval = dict(every=5000, batches=10, batch_size=16, samples=4, max_new_tokens=40)
-    c.santa = dict(bank_size=5000, clusters=100, iterations=10, seed=0, top_l=32, temperature=10.0,
-                   mix=0.7, variant="original")  # "paper": the normalised variant of the paper's formula
+    c.santa = dict(
+        bank_size=5000,
+        clusters=100,
+        iterations=10,
+        seed=0,
+        top_l=32,
+        temperature=10.0,
+        mix=0.7,
+        variant="original",
+    )  # "paper": the normalised variant of the paper's formula
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
     c.sharding_rules = tuple(DEFAULT_RULES)
     return c
@@ -60,10 +95,21 @@ def base() -> ml_collections.ConfigDict:
 # ---- checks -----------------------------------------------------------------------------------
 
 _AT_LEAST = {  # field: least value (integers)
-    "train.steps": 1, "train.batch_size": 1, "train.grad_accum": 1, "train.log_every": 1,
-    "train.checkpoint_every": 1, "train.keep_checkpoints": 1, "train.profile_start": 0,
-    "train.profile_steps": 0, "eval.every": 1, "eval.batch_size": 1, "eval.batches": 0,
-    "eval.samples": 0, "santa.bank_size": 1, "santa.clusters": 1, "santa.iterations": 0,
+    "train.steps": 1,
+    "train.batch_size": 1,
+    "train.grad_accum": 1,
+    "train.log_every": 1,
+    "train.checkpoint_every": 1,
+    "train.keep_checkpoints": 1,
+    "train.profile_start": 0,
+    "train.profile_steps": 0,
+    "eval.every": 1,
+    "eval.batch_size": 1,
+    "eval.batches": 0,
+    "eval.samples": 0,
+    "santa.bank_size": 1,
+    "santa.clusters": 1,
+    "santa.iterations": 0,
 }
 
 
@@ -82,27 +128,37 @@ def check_values(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"data.sources {dict(config.data.sources)} has no positive weight")
 
 
-def check_layout(config: ml_collections.ConfigDict, mesh: Mesh, generate_batch: int | None = None) -> None:
+def check_layout(
+    config: ml_collections.ConfigDict, mesh: Mesh, generate_batch: int | None = None
+) -> None:
     """Every batch splits over the mesh's data axes: train micro-batches, eval batches and (for
     ahead-of-time compilation) a generate batch."""
     t = config.train
     if t.batch_size % t.grad_accum:
-        raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by train.grad_accum {t.grad_accum}")
+        raise ConfigError(
+            f"train.batch_size {t.batch_size} is not divisible by train.grad_accum {t.grad_accum}"
+        )
     ways = 1
     for axis in BATCH_AXES:
         ways *= mesh.shape[axis]
     micro = t.batch_size // t.grad_accum
     if micro % ways:
-        raise ConfigError(f"micro-batch {micro} (train.batch_size / train.grad_accum) is not divisible "
-                          f"by the data axes data×fsdp = {ways}")
+        raise ConfigError(
+            f"micro-batch {micro} (train.batch_size / train.grad_accum) is not divisible "
+            f"by the data axes data×fsdp = {ways}"
+        )
     if config.eval.batch_size % ways:
-        raise ConfigError(f"eval.batch_size {config.eval.batch_size} is not divisible by data×fsdp = {ways}")
+        raise ConfigError(
+            f"eval.batch_size {config.eval.batch_size} is not divisible by data×fsdp = {ways}"
+        )
     if generate_batch is not None and generate_batch % ways:
         raise ConfigError(f"generate batch {generate_batch} does not split over data×fsdp = {ways}")
 
 
-def check_paths(config: ml_collections.ConfigDict,
-                names: Sequence[str] = ("llm.checkpoint", "clap.checkpoint", "data.corpus")) -> None:
+def check_paths(
+    config: ml_collections.ConfigDict,
+    names: Sequence[str] = ("llm.checkpoint", "clap.checkpoint", "data.corpus"),
+) -> None:
     """The named paths, where given, exist."""
     for name in names:
         value = _get(config, name)
@@ -111,6 +167,7 @@ def check_paths(config: ml_collections.ConfigDict,
 
 
 # ---- typed views ------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class MapperConfig:
@@ -157,6 +214,7 @@ def mats_config(config: ml_collections.ConfigDict) -> MATSConfig:
 
 # ---- config.json ------------------------------------------------------------------------------
 
+
 def json_text(config: ml_collections.ConfigDict) -> str:
     """The run's config as config.json holds it: stamped with CONFIG_VERSION."""
     values = json.loads(config.to_json_best_effort())
@@ -179,8 +237,10 @@ def read_json(path: Path) -> ml_collections.ConfigDict:
         raise ConfigError(f"{path}: not readable JSON ({e})") from None
     version = values.pop(_VERSION_KEY, 1)
     if not isinstance(version, int) or version > CONFIG_VERSION:
-        raise ConfigError(f"{path}: config_version {version!r} is newer than this mats_jax "
-                          f"({CONFIG_VERSION}); upgrade mats_jax to read it")
+        raise ConfigError(
+            f"{path}: config_version {version!r} is newer than this mats_jax "
+            f"({CONFIG_VERSION}); upgrade mats_jax to read it"
+        )
     return ml_collections.ConfigDict(_with_defaults(base().to_dict(), values))
 
 

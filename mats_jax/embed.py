@@ -25,16 +25,23 @@ from mats_jax.runtime.fileio import atomic_file
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mats_jax.embed", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mats_jax.embed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--clap", type=Path, help="a converted CLAP checkpoint folder")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--audio", type=Path, help="an audio file or a folder of them")
     what.add_argument("--text", type=Path, help="a text file, one caption per line")
     parser.add_argument("--out", type=Path, required=True, help="output .npy")
     parser.add_argument("--batch-size", type=positive_int, default=8)
-    parser.add_argument("--crop", choices=("center", "random"), default="center",
-                        help="how clips longer than the model's duration are cut")
+    parser.add_argument(
+        "--crop",
+        choices=("center", "random"),
+        default="center",
+        help="how clips longer than the model's duration are cut",
+    )
     parser.add_argument("--seed", type=int, default=0, help="for --crop random")
     return parser.parse_args(argv)
 
@@ -42,20 +49,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def embed_audio(model, paths: list[Path], args) -> tuple[np.ndarray, list[str], dict[str, str]]:
     from mats_jax.clap.batches import embed_audio_files
 
-    return embed_audio_files(model, paths, batch_size=args.batch_size, crop=args.crop, rng=args.seed,
-                             to_devices=on_all_devices(model), progress=True)
+    return embed_audio_files(
+        model,
+        paths,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        rng=args.seed,
+        to_devices=on_all_devices(model),
+        progress=True,
+    )
 
 
 def embed_text(model, captions: list[str], args) -> tuple[np.ndarray, list[str], dict[str, str]]:
-    from mats_jax.clap.model import embed_text_fn
     from mats_jax.clap.caption_tokens import msclap_tokenize
+    from mats_jax.clap.model import embed_text_fn
 
     to_devices = on_all_devices(model)
     embed = embed_text_fn(model)
     rows = []
     for start in tqdm(range(0, len(captions), args.batch_size), desc="text", unit="batch"):
-        ids, _ = msclap_tokenize(captions[start:start + args.batch_size], truncate=True)
-        rows.append(np.asarray(embed(to_devices(ids)))[:len(ids)])
+        ids, _ = msclap_tokenize(captions[start : start + args.batch_size], truncate=True)
+        rows.append(np.asarray(embed(to_devices(ids)))[: len(ids)])
     return np.concatenate(rows).astype(np.float32), captions, {}
 
 
@@ -91,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     if not inputs:
         raise InputError(f"{args.audio or args.text}: nothing to embed")
     model = load_clap_or_random(args.clap)
-    table, names, errors = (embed_audio if args.audio is not None else embed_text)(model, inputs, args)
-    for path, message in errors.items():
+    table, names, errors = (embed_audio if args.audio is not None else embed_text)(
+        model, inputs, args
+    )
+    for message in errors.values():
         print(f"skipped: {message}", file=sys.stderr)
     save(args.out, table, names, errors)
     print(f"wrote {len(names)} embeddings to {args.out} ({len(errors)} skipped)")

@@ -2,9 +2,10 @@
 
     python -m mats_jax.evaluate --workdir=DIR --benchmark=esc50 --data=../shared/data/audio/esc50
     python -m mats_jax.evaluate --workdir=DIR --benchmark=us8k --data=UrbanSound8K/
-    python -m mats_jax.evaluate --workdir=DIR --benchmark=clotho --data=clotho_captions_evaluation.csv \\
-        --audio=clotho/evaluation/
-    python -m mats_jax.evaluate --workdir=DIR --benchmark=audiocaps --data=audiocaps/test.csv --audio=clips/
+    python -m mats_jax.evaluate --workdir=DIR --benchmark=clotho \\
+        --data=clotho_captions_evaluation.csv --audio=clotho/evaluation/
+    python -m mats_jax.evaluate --workdir=DIR --benchmark=audiocaps --data=audiocaps/test.csv \\
+        --audio=clips/
     python -m mats_jax.evaluate --workdir=DIR --benchmark=clotho_aqa \\
         --data=clotho_aqa/binary_test_eng.csv --audio=clotho/
 
@@ -31,21 +32,35 @@ from mats_jax.runtime.cli import non_negative_int, positive_int, reports_input_e
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from mats_jax.evaluation.benchmarks import BENCHMARKS
 
-    parser = argparse.ArgumentParser(prog="python -m mats_jax.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mats_jax.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--workdir", type=Path, required=True, help="a training workdir")
-    parser.add_argument("--step", type=non_negative_int, help="checkpoint step (default: the latest)")
+    parser.add_argument(
+        "--step", type=non_negative_int, help="checkpoint step (default: the latest)"
+    )
     parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
-    parser.add_argument("--data", type=Path, required=True,
-                        help="the benchmark's metadata CSV, or a folder holding it")
-    parser.add_argument("--audio", type=Path,
-                        help="folder searched for the clips (default: --data's folder)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="the benchmark's metadata CSV, or a folder holding it",
+    )
+    parser.add_argument(
+        "--audio", type=Path, help="folder searched for the clips (default: --data's folder)"
+    )
     parser.add_argument("--clap", help="CLAP checkpoint (default: the training config's)")
     parser.add_argument("--santa", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--limit", type=positive_int, help="score only the first N examples")
     parser.add_argument("--batch-size", type=positive_int, default=8)
-    parser.add_argument("--max-new-tokens", type=positive_int, default=200, help="the paper's is 200")
-    parser.add_argument("--out", type=Path, help="output folder (default: WORKDIR/eval/BENCHMARK-stepN)")
+    parser.add_argument(
+        "--max-new-tokens", type=positive_int, default=200, help="the paper's is 200"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="output folder (default: WORKDIR/eval/BENCHMARK-stepN)"
+    )
     return parser.parse_args(argv)
 
 
@@ -62,59 +77,93 @@ def main(argv: list[str] | None = None) -> int:
     benchmark = benchmarks.BENCHMARKS[args.benchmark]
     metadata = benchmarks.metadata_file(benchmark, args.data)
     all_examples = benchmarks.read_examples(benchmark, metadata)
-    examples = all_examples[:args.limit]
+    examples = all_examples[: args.limit]
     if benchmark.kind == "captioning":
         scoring.require_java()
     audio_root = args.audio or (args.data if args.data.is_dir() else metadata.parent)
     paths, missing = benchmarks.find_audio(benchmark, examples, audio_root)
     if not paths:
-        raise benchmarks.BenchmarkError(f"{audio_root}: no audio for any of the {len(examples)} "
-                                        f"{benchmark.name} examples of {metadata}")
+        raise benchmarks.BenchmarkError(
+            f"{audio_root}: no audio for any of the {len(examples)} "
+            f"{benchmark.name} examples of {metadata}"
+        )
     listener = Listener.from_workdir(args.workdir, step=args.step, clap_checkpoint=args.clap)
     skipped = {clip: f"no audio file for it under {audio_root}" for clip in missing}
     if listener.clap_checkpoint is None:
         print(f"warning: {report.RANDOM_CLAP_NOTE}", file=sys.stderr)
 
     clips = list(paths)
-    embeddings, embedded, errors = listener.embed_audio([paths[c] for c in clips], batch_size=args.batch_size)
+    embeddings, embedded, errors = listener.embed_audio(
+        [paths[c] for c in clips], batch_size=args.batch_size
+    )
     by_file = dict(zip(embedded, embeddings))
     skipped |= {clip: errors[str(paths[clip])] for clip in clips if str(paths[clip]) in errors}
     scored = [e for e in examples if e.clip in paths and str(paths[e.clip]) in by_file]
     if not scored:
-        raise benchmarks.BenchmarkError(f"none of the {len(examples)} {benchmark.name} clips could be read")
+        raise benchmarks.BenchmarkError(
+            f"none of the {len(examples)} {benchmark.name} clips could be read"
+        )
     generation = listener.paper_generation(max_new_tokens=args.max_new_tokens)
     texts: list[str] = []
     for start in tqdm(range(0, len(scored), args.batch_size), desc=benchmark.name, unit="batch"):
-        batch = scored[start:start + args.batch_size]
-        texts += listener.describe(np.stack([by_file[str(paths[e.clip])] for e in batch]),
-                                   task=benchmark.task, tag=benchmark.tag, santa=args.santa,
-                                   question=[e.question for e in batch] if benchmark.kind == "qa" else None,
-                                   generation=generation)
+        batch = scored[start : start + args.batch_size]
+        texts += listener.describe(
+            np.stack([by_file[str(paths[e.clip])] for e in batch]),
+            task=benchmark.task,
+            tag=benchmark.tag,
+            santa=args.santa,
+            question=[e.question for e in batch] if benchmark.kind == "qa" else None,
+            generation=generation,
+        )
 
     embed, tokenize = text_encoder(listener.clap)
 
     def embed_texts(strings: list[str]) -> np.ndarray:
-        return np.concatenate([np.asarray(embed(tokenize(strings[i:i + 64])))
-                               for i in range(0, len(strings), 64)])
+        return np.concatenate(
+            [np.asarray(embed(tokenize(strings[i : i + 64]))) for i in range(0, len(strings), 64)]
+        )
 
     metrics, unavailable, confusion = scoring.score(
-        benchmark.kind, texts, [e.references for e in scored], embed_texts=embed_texts,
-        classes=sorted({e.references[0] for e in all_examples}) if benchmark.kind == "classification" else ())
+        benchmark.kind,
+        texts,
+        [e.references for e in scored],
+        embed_texts=embed_texts,
+        classes=sorted({e.references[0] for e in all_examples})
+        if benchmark.kind == "classification"
+        else (),
+    )
 
     summary = {
-        "benchmark": benchmark.name, "workdir": str(args.workdir), "step": listener.step,
-        "metadata": str(metadata), "audio": str(audio_root), "clap": listener.clap_checkpoint,
-        "santa": bool(args.santa and listener.bank is not None), "examples": len(scored),
-        "metrics": metrics, "unavailable": unavailable, "skipped": skipped,
+        "benchmark": benchmark.name,
+        "workdir": str(args.workdir),
+        "step": listener.step,
+        "metadata": str(metadata),
+        "audio": str(audio_root),
+        "clap": listener.clap_checkpoint,
+        "santa": bool(args.santa and listener.bank is not None),
+        "examples": len(scored),
+        "metrics": metrics,
+        "unavailable": unavailable,
+        "skipped": skipped,
         "note": report.RANDOM_CLAP_NOTE if listener.clap_checkpoint is None else "",
     }
-    predictions = [{"clip": e.clip, "question": e.question, "prediction": text, "references": list(e.references)}
-                   for e, text in zip(scored, texts)]
+    predictions = [
+        {
+            "clip": e.clip,
+            "question": e.question,
+            "prediction": text,
+            "references": list(e.references),
+        }
+        for e, text in zip(scored, texts)
+    ]
     out = args.out or args.workdir / "eval" / f"{benchmark.name}-step{listener.step}"
     report.write(out, summary, predictions, confusion)
     if missing:
-        print(f"skipped {len(missing)} clips with no audio under {audio_root} (listed in report.json)",
-              file=sys.stderr)
+        print(
+            f"skipped {len(missing)} clips with no audio under {audio_root} "
+            "(listed in report.json)",
+            file=sys.stderr,
+        )
     for reason in errors.values():
         print(f"skipped: {reason}", file=sys.stderr)
     print(report.markdown(summary))

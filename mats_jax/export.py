@@ -22,10 +22,15 @@ from mats_jax.runtime.cli import non_negative_int, reports_input_errors
 
 @reports_input_errors
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mats_jax.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mats_jax.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--workdir", type=Path, required=True, help="a training workdir")
-    parser.add_argument("--step", type=non_negative_int, help="checkpoint step (default: the latest)")
+    parser.add_argument(
+        "--step", type=non_negative_int, help="checkpoint step (default: the latest)"
+    )
     parser.add_argument("--format", required=True, choices=("mats-torch", "hf-peft"))
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)

@@ -24,16 +24,27 @@ from mats_jax.runtime.fileio import atomic_file
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mats_jax.generate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mats_jax.generate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--workdir", type=Path, help="a training workdir (its latest checkpoint, or --step)")
+    model.add_argument(
+        "--workdir", type=Path, help="a training workdir (its latest checkpoint, or --step)"
+    )
     model.add_argument("--checkpoint", type=Path, help="one checkpoint: WORKDIR/checkpoints/STEP")
-    parser.add_argument("--step", type=non_negative_int, help="checkpoint step (default: the latest)")
-    parser.add_argument("--audio", type=Path, required=True, help="an audio file or a folder of them")
+    parser.add_argument(
+        "--step", type=non_negative_int, help="checkpoint step (default: the latest)"
+    )
+    parser.add_argument(
+        "--audio", type=Path, required=True, help="an audio file or a folder of them"
+    )
     parser.add_argument("--task", default="caption", choices=tuple(COMMAND_LINE_TASKS.values()))
     parser.add_argument("--question", help="for --task QA")
-    parser.add_argument("--tag", default="", help='dataset tag after </Speech>, e.g. "[single event]"')
+    parser.add_argument(
+        "--tag", default="", help='dataset tag after </Speech>, e.g. "[single event]"'
+    )
     parser.add_argument("--santa", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--clap", help="CLAP checkpoint (default: the training config's)")
     parser.add_argument("--batch-size", type=positive_int, default=8)
@@ -52,17 +63,21 @@ def main(argv: list[str] | None = None) -> int:
     files = audio_files(args.audio)
     if args.checkpoint and args.step is not None:
         raise InputError("--step goes with --workdir; --checkpoint names its step")
-    listener = (Listener.from_checkpoint(args.checkpoint, clap_checkpoint=args.clap) if args.checkpoint
-                else Listener.from_workdir(args.workdir, step=args.step, clap_checkpoint=args.clap))
+    listener = (
+        Listener.from_checkpoint(args.checkpoint, clap_checkpoint=args.clap)
+        if args.checkpoint
+        else Listener.from_workdir(args.workdir, step=args.step, clap_checkpoint=args.clap)
+    )
     results = []
     for start in range(0, len(files), args.batch_size):
-        embeddings, names, errors = listener.embed_audio(files[start:start + args.batch_size])
+        embeddings, names, errors = listener.embed_audio(files[start : start + args.batch_size])
         for message in errors.values():
             print(f"skipped: {message}", file=sys.stderr)
         if not names:
             continue
-        texts = listener.describe(embeddings, task=args.task, question=args.question, tag=args.tag,
-                                  santa=args.santa)
+        texts = listener.describe(
+            embeddings, task=args.task, question=args.question, tag=args.tag, santa=args.santa
+        )
         for name, text in zip(names, texts):
             print(f"{name}\t{text}", flush=True)
             results.append({"file": name, "task": args.task, "text": text})

@@ -1,4 +1,5 @@
-"""Build Santa's memory bank: `python -m mats_jax.memory_bank --config=configs/default.py --workdir=DIR`.
+"""Build Santa's memory bank:
+`python -m mats_jax.memory_bank --config=configs/default.py --workdir=DIR`.
 
 Picks `santa.bank_size` texts (seeded, uniformly among the unique texts) from the train split of
 the sources the config trains on, looks up their CLAP text embeddings in the corpus's cached table
@@ -46,8 +47,12 @@ def training_texts(corpus_dir: Path, manifest: dict, sources: dict[str, float]) 
         entry = manifest["sources"].get(name, {}).get("train")
         if entry is None:
             raise BankError(f"{corpus_dir} has no {name}/train split")
-        texts.update(r.text for r in pipeline.first_records(corpus_dir, source=name, split="train",
-                                                            count=entry["count"]))
+        texts.update(
+            r.text
+            for r in pipeline.first_records(
+                corpus_dir, source=name, split="train", count=entry["count"]
+            )
+        )
     return sorted(texts)
 
 
@@ -67,13 +72,21 @@ def build(config: ml_collections.ConfigDict, workdir: Path) -> Path:
     size = min(s["bank_size"], len(texts))
     if not 0 < s["clusters"] <= size:
         raise BankError(f"santa.clusters {s['clusters']} must be in [1, {size}] (the bank's size)")
-    chosen = [texts[i] for i in np.sort(np.random.default_rng(s["seed"]).choice(len(texts), size, replace=False))]
+    chosen = [
+        texts[i]
+        for i in np.sort(np.random.default_rng(s["seed"]).choice(len(texts), size, replace=False))
+    ]
     logging.info("memory bank: %d of %d unique training texts of %s", size, len(texts), corpus_dir)
 
     # the trainer's table (all splits), so both share one cache and CLAP runs only if it is missing
     all_texts = (record.text for record in pipeline.all_records(corpus_dir, manifest))
-    table = text_cache.for_corpus(corpus_dir, all_texts, checkpoint=config.clap.checkpoint,
-                                  seed=config.clap.seed, mesh=make_mesh(config.mesh))
+    table = text_cache.for_corpus(
+        corpus_dir,
+        all_texts,
+        checkpoint=config.clap.checkpoint,
+        seed=config.clap.seed,
+        mesh=make_mesh(config.mesh),
+    )
     try:
         embeddings = table.lookup(chosen)
     except KeyError as e:
@@ -81,13 +94,27 @@ def build(config: ml_collections.ConfigDict, workdir: Path) -> Path:
     start = time.perf_counter()
     bank = build_bank(embeddings, s["clusters"], s["iterations"], jax.random.key(s["seed"]))
     counts = np.asarray(bank.counts)
-    logging.info("k-means: %d clusters, %d iterations in %.2f s (compilation included); cluster sizes %d..%d, %d empty",
-                 s["clusters"], s["iterations"], time.perf_counter() - start, counts.min(), counts.max(),
-                 int((counts == 0).sum()))
+    logging.info(
+        "k-means: %d clusters, %d iterations in %.2f s (compilation included); "
+        "cluster sizes %d..%d, %d empty",
+        s["clusters"],
+        s["iterations"],
+        time.perf_counter() - start,
+        counts.min(),
+        counts.max(),
+        int((counts == 0).sum()),
+    )
     out = workdir / BANK_FOLDER
     if distributed.is_process_zero():  # every process computed the same bank; one writes it
-        bank.save(out, {"texts": chosen, "clap": cache_name(config.clap.checkpoint, config.clap.seed), "corpus": str(corpus_dir),
-                        "santa": s})
+        bank.save(
+            out,
+            {
+                "texts": chosen,
+                "clap": cache_name(config.clap.checkpoint, config.clap.seed),
+                "corpus": str(corpus_dir),
+                "santa": s,
+            },
+        )
         logging.info("saved the memory bank to %s", out)
     distributed.barrier("memory bank saved")
     return out

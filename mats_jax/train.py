@@ -40,7 +40,8 @@ from mats_jax.mats.prompt import PromptBuilder
 from mats_jax.models.sampler import GenerationConfig, generate
 from mats_jax.runtime import cli, distributed
 from mats_jax.runtime.sharding import BATCH_AXES, make_mesh
-from mats_jax.training import optim, steps, workdir as workdirs
+from mats_jax.training import optim, steps
+from mats_jax.training import workdir as workdirs
 from mats_jax.training.metrics import MetricsWriter, StepProfiler
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<name>.py", lock_config=True)
@@ -53,8 +54,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     try:
         mesh = make_mesh(config.mesh)
     except ValueError as e:
-        processes = (f" ({jax.process_count()} processes × {jax.local_device_count()} devices)"
-                     if jax.process_count() > 1 else "")
+        processes = (
+            f" ({jax.process_count()} processes × {jax.local_device_count()} devices)"
+            if jax.process_count() > 1
+            else ""
+        )
         raise ConfigError(f"{e}{processes}") from None
     check_layout(config, mesh)
     check_paths(config)
@@ -99,41 +103,62 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
     if distributed.is_process_zero():  # what generation and evaluation rebuild the model from
         workdirs.write_config(workdir, config)
     distributed.barrier("config written")
-    distributed.wait_for_file(workdir / workdirs.CONFIG_FILE)  # the workdir is shared, or this fails clearly
+    distributed.wait_for_file(
+        workdir / workdirs.CONFIG_FILE
+    )  # the workdir is shared, or this fails clearly
     mesh = make_mesh(config.mesh)
     rules = tuple(tuple(rule) for rule in config.sharding_rules)
     t = config.train
 
     # Model: frozen LLM (+ LoRA) and the trainable bridge; CLAP only embeds the corpus texts.
     model, tokenizer = build_mats(config)
-    builder = PromptBuilder(tokenizer, tail_length=config.data.tail_length,
-                            max_answer_tokens=config.data.max_answer_tokens)
+    builder = PromptBuilder(
+        tokenizer,
+        tail_length=config.data.tail_length,
+        max_answer_tokens=config.data.max_answer_tokens,
+    )
 
-    # Data: the prepared corpus, its CLAP text embeddings (cached), this process's share of each batch.
+    # Data: the prepared corpus, its CLAP text embeddings (cached), this process's share of each
+    # batch.
     corpus_dir = corpus_for_run(config.data, workdir)
     manifest = pipeline.load_manifest(corpus_dir)
     all_texts = (record.text for record in pipeline.all_records(corpus_dir, manifest))
-    table = text_cache.for_corpus(corpus_dir, all_texts, checkpoint=config.clap.checkpoint,
-                                  seed=config.clap.seed, mesh=mesh)
+    table = text_cache.for_corpus(
+        corpus_dir, all_texts, checkpoint=config.clap.checkpoint, seed=config.clap.seed, mesh=mesh
+    )
 
     def to_arrays(records):
-        batch = builder.training_batch([r.instruction for r in records], [r.tag for r in records],
-                                       [r.answer for r in records])
+        batch = builder.training_batch(
+            [r.instruction for r in records], [r.tag for r in records], [r.answer for r in records]
+        )
         return batch, table.lookup([r.text for r in records])
 
     micro = t.batch_size // t.grad_accum
     shard, shards = distributed.batch_shard(NamedSharding(mesh, PartitionSpec(BATCH_AXES)), micro)
-    train_data = pipeline.make_iterator(corpus_dir, sources=dict(config.data.sources), split="train",
-                                        batch_size=micro, seed=config.data.seed, batch_fn=to_arrays,
-                                        shard_index=shard, shard_count=shards)
-    val_records = pipeline.first_records(corpus_dir, source=config.data.val_source, split="val",
-                                         count=config.eval.batches * config.eval.batch_size)
+    train_data = pipeline.make_iterator(
+        corpus_dir,
+        sources=dict(config.data.sources),
+        split="train",
+        batch_size=micro,
+        seed=config.data.seed,
+        batch_fn=to_arrays,
+        shard_index=shard,
+        shard_count=shards,
+    )
+    val_records = pipeline.first_records(
+        corpus_dir,
+        source=config.data.val_source,
+        split="val",
+        count=config.eval.batches * config.eval.batch_size,
+    )
 
     # State: trainable f32 parameters with AdamW, sharded by the logical-axis rules.
     graphdef, trainable, rngs, frozen = steps.split(model)
     del model
     tx, schedule = optim.from_config(t)
-    state, state_sharding, frozen, frozen_sharding = steps.place(trainable, rngs, frozen, tx, mesh, rules)
+    state, state_sharding, frozen, frozen_sharding = steps.place(
+        trainable, rngs, frozen, tx, mesh, rules
+    )
 
     checkpoints = workdirs.checkpoints(workdir, config)
     start = checkpoints.latest_step() or 0
@@ -142,20 +167,36 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
         logging.info("resumed from step %d", start)
 
     batch_sharding = steps.batch_sharding(mesh)
-    step_fn = steps.make_train_step(graphdef, tx, seed=t.seed, schedule=schedule,
-                                         state_sharding=state_sharding, frozen_sharding=frozen_sharding,
-                                         batch_sharding=batch_sharding, remat=t.remat)
-    eval_fn = steps.make_eval_step(graphdef, state_sharding=state_sharding,
-                                        frozen_sharding=frozen_sharding, batch_sharding=batch_sharding)
+    step_fn = steps.make_train_step(
+        graphdef,
+        tx,
+        seed=t.seed,
+        schedule=schedule,
+        state_sharding=state_sharding,
+        frozen_sharding=frozen_sharding,
+        batch_sharding=batch_sharding,
+        remat=t.remat,
+    )
+    eval_fn = steps.make_eval_step(
+        graphdef,
+        state_sharding=state_sharding,
+        frozen_sharding=frozen_sharding,
+        batch_sharding=batch_sharding,
+    )
 
     def global_batch(micro_batches, rows: int = micro):
         """One step's Batch from this process's share of each micro-batch: the shared head [H]
         as is, the row-sharded fields [A, b, ...] placed as rows of [A, rows, ...]."""
-        local = steps.Batch.from_micro_batches([b for b, _ in micro_batches], [c for _, c in micro_batches])
+        local = steps.Batch.from_micro_batches(
+            [b for b, _ in micro_batches], [c for _, c in micro_batches]
+        )
         return jax.tree.map(
             lambda x, s: jax.make_array_from_process_local_data(
-                s, np.asarray(x), x.shape if x.ndim == 1 else (x.shape[0], rows, *x.shape[2:])),
-            local, batch_sharding)
+                s, np.asarray(x), x.shape if x.ndim == 1 else (x.shape[0], rows, *x.shape[2:])
+            ),
+            local,
+            batch_sharding,
+        )
 
     def val_batch(records):
         """Every process holds all validation records; each places the rows its devices hold."""
@@ -163,8 +204,10 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
         lo, hi = (size * shard // shards, size * (shard + 1) // shards)
         return global_batch([to_arrays(records[lo:hi])], rows=size)
 
-    val_batches = [val_batch(val_records[i:i + config.eval.batch_size])
-                   for i in range(0, len(val_records), config.eval.batch_size)]
+    val_batches = [
+        val_batch(val_records[i : i + config.eval.batch_size])
+        for i in range(0, len(val_records), config.eval.batch_size)
+    ]
 
     def evaluate(step: int) -> None:
         total = count = 0.0
@@ -172,17 +215,32 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
             loss, n = eval_fn(state, frozen, batch)
             total, count = total + float(loss), count + float(n)
         writer.scalars(step, {"val/loss": total / max(count, 1.0)})
-        samples = val_records[:config.eval.samples]
+        samples = val_records[: config.eval.samples]
         if samples:
             model = nnx.merge(graphdef, state.trainable, state.rngs, frozen)
-            prompt = builder.inference_batch([r.instruction for r in samples], [r.tag for r in samples])
-            embeddings, mask = model.prompt_embeddings(jnp.asarray(table.lookup([r.text for r in samples])), prompt)
-            new = generate(model.llm, embeddings=embeddings, attention_mask=mask,
-                           config=GenerationConfig(max_new_tokens=config.eval.max_new_tokens,
-                                                   eos_token_id=tokenizer.eos_token_id))
-            writer.text(step, "val/reconstructions", [
-                f"[step {step}] {r.answer!r} -> {tokenizer.decode(ids, skip_special_tokens=True)!r}"
-                for r, ids in zip(samples, new)])
+            prompt = builder.inference_batch(
+                [r.instruction for r in samples], [r.tag for r in samples]
+            )
+            embeddings, mask = model.prompt_embeddings(
+                jnp.asarray(table.lookup([r.text for r in samples])), prompt
+            )
+            new = generate(
+                model.llm,
+                embeddings=embeddings,
+                attention_mask=mask,
+                config=GenerationConfig(
+                    max_new_tokens=config.eval.max_new_tokens, eos_token_id=tokenizer.eos_token_id
+                ),
+            )
+            writer.text(
+                step,
+                "val/reconstructions",
+                [
+                    f"[step {step}] {r.answer!r} -> "
+                    f"{tokenizer.decode(ids, skip_special_tokens=True)!r}"
+                    for r, ids in zip(samples, new)
+                ],
+            )
 
     writer = MetricsWriter(workdir, total_steps=t.steps, initial_step=start)
     if start == 0:
@@ -207,9 +265,14 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
                 now = time.perf_counter()
                 seconds = (now - last_time) / (done - last_step)
                 last_time, last_step = now, done
-                metrics |= {"perf/step_s": seconds, "train/tokens_per_s": metrics["train/tokens"] / seconds}
+                metrics |= {
+                    "perf/step_s": seconds,
+                    "train/tokens_per_s": metrics["train/tokens"] / seconds,
+                }
                 if t.peak_flops_per_device:
-                    metrics["perf/mfu"] = flops / seconds / (t.peak_flops_per_device * jax.device_count())
+                    metrics["perf/mfu"] = (
+                        flops / seconds / (t.peak_flops_per_device * jax.device_count())
+                    )
                 writer.scalars(done, metrics)
             if done % config.eval.every == 0 or done == t.steps:
                 evaluate(done)

@@ -1,4 +1,5 @@
-"""Shared test set-up: exact float32 matmuls, so parity tolerances measure the port, not TF32/bf16."""
+"""Shared test set-up: exact float32 matmuls, so parity tolerances measure the port, not
+TF32/bf16."""
 
 import jax
 import numpy as np
@@ -46,8 +47,20 @@ def listening_workdir(tiny_run):
     workdir = tmp / "listening"
     run = [a for a in command(workdir, llm, corpus) if not a.startswith("--config.train.steps")]
     subprocess.run(run + ["--config.train.steps=2"], check=True, capture_output=True, cwd=ROOT)
-    subprocess.run([sys.executable, "-m", "mats_jax.memory_bank", f"--config={ROOT / 'configs' / 'default.py'}",
-                    f"--workdir={workdir}", f"--config.data.corpus={corpus}",
-                    "--config.santa.bank_size=40", "--config.santa.clusters=4", "--config.santa.top_l=4"],
-                   check=True, capture_output=True, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mats_jax.memory_bank",
+            f"--config={ROOT / 'configs' / 'default.py'}",
+            f"--workdir={workdir}",
+            f"--config.data.corpus={corpus}",
+            "--config.santa.bank_size=40",
+            "--config.santa.clusters=4",
+            "--config.santa.top_l=4",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
     return workdir

@@ -16,19 +16,31 @@ import pytest
 from tests.support.paths import ROOT
 
 GiB = 2**30
-VICUNA_7B_PLUS_PAD = 6_738_423_808  # Vicuna-7B v1.5 (6,738,415,616) + one [PAD] row in embedding and head
+VICUNA_7B_PLUS_PAD = (
+    6_738_423_808  # Vicuna-7B v1.5 (6,738,415,616) + one [PAD] row in embedding and head
+)
 
 
 def aot(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mats_jax.aot", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=1800)
+    return subprocess.run(
+        [sys.executable, "-m", "mats_jax.aot", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("topology, chips, hbm_gib", [("v5p-8", 4, 95), ("v4-32", 16, 32)])
 def test_mats_llama_train_step_compiles_and_fits(topology, chips, hbm_gib, tmp_path):
     report = tmp_path / "report.json"
-    out = aot("--config=configs/mats_llama.py", f"--topology={topology}", "--programs=train", f"--report={report}")
+    out = aot(
+        "--config=configs/mats_llama.py",
+        f"--topology={topology}",
+        "--programs=train",
+        f"--report={report}",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "train " in out.stdout and "50% MFU" in out.stdout
     r = json.loads(report.read_text())
@@ -51,19 +63,25 @@ def test_unknown_topology_is_one_line():
     out = aot("--config=configs/mats_llama.py", "--topology=v9-8")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [out.stderr.strip()]
-    assert out.stderr.startswith("error: unknown topology 'v9-8'; known: v4-8, ") and "v5p-8" in out.stderr
+    assert (
+        out.stderr.startswith("error: unknown topology 'v9-8'; known: v4-8, ")
+        and "v5p-8" in out.stderr
+    )
 
 
 def test_config_that_does_not_split_over_the_topology_is_one_line():
     out = aot("--config=configs/mats_llama.py", "--topology=v5p-128")  # 64 chips, batch 96
     assert out.returncode == 2
-    assert out.stderr.strip() == ("error: micro-batch 96 (train.batch_size / train.grad_accum) is not "
-                                  "divisible by the data axes data×fsdp = 64")
+    assert out.stderr.strip() == (
+        "error: micro-batch 96 (train.batch_size / train.grad_accum) is not "
+        "divisible by the data axes data×fsdp = 64"
+    )
 
 
 @pytest.mark.slow
 def test_mats_llama_does_not_fit_four_v5e_chips():
-    # 16 GiB per chip, data parallel: the replicated 13.5 GB of weights leave no room for 24 examples
+    # 16 GiB per chip, data parallel: the replicated 13.5 GB of weights leave no room for 24
+    # examples
     out = aot("--config=configs/mats_llama.py", "--topology=v5e-4", "--programs=train")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [out.stderr.strip()]
@@ -77,11 +95,19 @@ def test_both_programs_of_a_small_config_and_a_budget_they_exceed(tmp_path):
     parallel); against a 0.5 GiB budget the report still comes out, then one line says what does
     not fit."""
     report = tmp_path / "report.json"
-    out = aot("--config=configs/default.py", "--topology=v5e-4", "--hbm_gib=0.5", f"--report={report}",
-              "--config.lora.dropout=0")  # no threefry dropout masks: a minute less of code generation
+    out = aot(
+        "--config=configs/default.py",
+        "--topology=v5e-4",
+        "--hbm_gib=0.5",
+        f"--report={report}",
+        "--config.lora.dropout=0",
+    )  # no threefry dropout masks: a minute less of code generation
     assert out.returncode == 2, out.stderr[-3000:]
     assert out.stderr.strip().splitlines() == [out.stderr.strip()]
-    assert out.stderr.startswith("error: the train program needs ") and "more than the 0.5 GiB of HBM" in out.stderr
+    assert (
+        out.stderr.startswith("error: the train program needs ")
+        and "more than the 0.5 GiB of HBM" in out.stderr
+    )
     r = json.loads(report.read_text())
     assert not r["fits"] and r["hbm_budget_bytes"] == GiB // 2
     for name in ("train", "generate"):

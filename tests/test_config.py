@@ -5,15 +5,32 @@ import json
 import jax
 import pytest
 
-from mats_jax.config import (CONFIG_VERSION, ConfigError, base, check_layout, check_paths, check_values,
-                             mats_config, read_json, write_json)
+from mats_jax.config import (
+    CONFIG_VERSION,
+    ConfigError,
+    base,
+    check_layout,
+    check_paths,
+    check_values,
+    mats_config,
+    read_json,
+    write_json,
+)
 from mats_jax.runtime.sharding import make_mesh
 
 
-@pytest.mark.parametrize("key, value", [("train.checkpoint_every", 0), ("train.steps", -5),
-                                        ("train.batch_size", 0), ("train.log_every", 0),
-                                        ("eval.batch_size", 0), ("santa.clusters", 0),
-                                        ("train.profile_steps", -1)])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("train.checkpoint_every", 0),
+        ("train.steps", -5),
+        ("train.batch_size", 0),
+        ("train.log_every", 0),
+        ("eval.batch_size", 0),
+        ("santa.clusters", 0),
+        ("train.profile_steps", -1),
+    ],
+)
 def test_check_values_names_the_key_and_value(key, value):
     config = base()
     section, field = key.split(".")
@@ -33,7 +50,9 @@ def test_check_layout_needs_batches_that_split_over_the_data_axes():
     config = base()
     config.train.update(batch_size=6, grad_accum=4)
     mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-    with pytest.raises(ConfigError, match="train.batch_size 6 is not divisible by train.grad_accum 4"):
+    with pytest.raises(
+        ConfigError, match="train.batch_size 6 is not divisible by train.grad_accum 4"
+    ):
         check_layout(config, mesh)
     config.train.update(batch_size=8, grad_accum=4)
     check_layout(config, mesh)
@@ -52,7 +71,11 @@ def test_mats_config_feeds_clap_dim_to_the_mapper():
     config.clap.dim = 512
     config.mapper.dim = 256
     view = mats_config(config)
-    assert (view.mapper.clap_dim, view.mapper.dim, view.lora.targets) == (512, 256, ("q_proj", "v_proj"))
+    assert (view.mapper.clap_dim, view.mapper.dim, view.lora.targets) == (
+        512,
+        256,
+        ("q_proj", "v_proj"),
+    )
 
 
 def test_config_json_round_trip_carries_the_version(tmp_path):

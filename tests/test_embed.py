@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from mats_jax.models import store
 from mats_jax.clap.audio import load_clip
 from mats_jax.clap.load import load_clap
-from mats_jax.clap.model import MSCLAP_2023, STATE_KINDS
+from mats_jax.clap.model import CLAP, MSCLAP_2023, STATE_KINDS, ClapConfig, embed_audio_fn
 from mats_jax.embed import main
-from mats_jax.clap.model import CLAP, ClapConfig, embed_audio_fn
+from mats_jax.models import store
 from mats_jax.models.params import create_jitted, param_arrays
 from tests.support.paths import ESC50
 
@@ -35,23 +34,46 @@ def test_folder_with_a_bad_file(clap_dir, tmp_path, capsys):
     for clip in CLIPS:
         (folder / clip.name).write_bytes(clip.read_bytes())
     (folder / "broken.wav").write_text("not audio")
-    assert main(["--clap", str(clap_dir), "--audio", str(folder), "--out", str(tmp_path / "e.npy")]) == 0
+    assert (
+        main(["--clap", str(clap_dir), "--audio", str(folder), "--out", str(tmp_path / "e.npy")])
+        == 0
+    )
     table = np.load(tmp_path / "e.npy")
     sidecar = json.loads((tmp_path / "e.json").read_text())
     assert [Path(p).name for p in sidecar["rows"]] == [c.name for c in CLIPS]
     assert list(map(lambda p: Path(p).name, sidecar["errors"])) == ["broken.wav"]
     assert "broken.wav" in capsys.readouterr().err
-    expected, _ = embed_audio_fn(load_clap(clap_dir))(np.stack([load_clip(c, crop="center") for c in CLIPS]))
+    expected, _ = embed_audio_fn(load_clap(clap_dir))(
+        np.stack([load_clip(c, crop="center") for c in CLIPS])
+    )
     np.testing.assert_allclose(table, np.asarray(expected), atol=1e-5)
 
 
 def test_text_file_and_missing_input(clap_dir, tmp_path, capsys):
     captions = tmp_path / "captions.txt"
     captions.write_text("A dog barks.\n\nRain falls on a tin roof!\n")
-    assert main(["--clap", str(clap_dir), "--text", str(captions), "--out", str(tmp_path / "t.npy")]) == 0
+    assert (
+        main(["--clap", str(clap_dir), "--text", str(captions), "--out", str(tmp_path / "t.npy")])
+        == 0
+    )
     assert np.load(tmp_path / "t.npy").shape == (2, 1024)
-    assert json.loads((tmp_path / "t.json").read_text())["rows"] == ["A dog barks.", "Rain falls on a tin roof!"]
-    assert main(["--clap", str(clap_dir), "--audio", str(tmp_path / "missing.wav"), "--out", str(tmp_path / "m.npy")]) == 1
+    assert json.loads((tmp_path / "t.json").read_text())["rows"] == [
+        "A dog barks.",
+        "Rain falls on a tin roof!",
+    ]
+    assert (
+        main(
+            [
+                "--clap",
+                str(clap_dir),
+                "--audio",
+                str(tmp_path / "missing.wav"),
+                "--out",
+                str(tmp_path / "m.npy"),
+            ]
+        )
+        == 1
+    )
     assert "missing.wav" in capsys.readouterr().err and not (tmp_path / "m.npy").exists()
 
 

@@ -1,6 +1,6 @@
-"""`python -m mats_jax.evaluate` on a tiny trained workdir (random CLAP): each kind of benchmark runs
-end to end on real clips, writes its report, says the numbers mean nothing, and skips what it
-cannot read or find."""
+"""`python -m mats_jax.evaluate` on a tiny trained workdir (random CLAP): each kind of benchmark
+runs end to end on real clips, writes its report, says the numbers mean nothing, and skips what
+it cannot read or find."""
 
 import csv
 import json
@@ -31,14 +31,26 @@ def evaluate(workdir: Path, out: Path, *args: str) -> dict:
 
 
 @pytest.mark.slow
-def test_classification_reports_accuracies_and_a_confusion_matrix(listening_workdir, tmp_path, capsys):
+def test_classification_reports_accuracies_and_a_confusion_matrix(
+    listening_workdir, tmp_path, capsys
+):
     data = tmp_path / "esc50"
     names = ["4-161099-A-47.wav", "4-161100-A-47.wav"]
     clips(data, names)
     (data / "4-999-A-0.wav").write_text("not audio")
-    write_csv(data / "labels.csv", ["filename", "label"],
-              [[names[0], "airplane"], [names[1], "airplane"], ["4-999-A-0.wav", "dog"], ["4-404-A-1.wav", "rooster"]])
-    report = evaluate(listening_workdir, tmp_path / "esc50-out", "--benchmark", "esc50", "--data", str(data))
+    write_csv(
+        data / "labels.csv",
+        ["filename", "label"],
+        [
+            [names[0], "airplane"],
+            [names[1], "airplane"],
+            ["4-999-A-0.wav", "dog"],
+            ["4-404-A-1.wav", "rooster"],
+        ],
+    )
+    report = evaluate(
+        listening_workdir, tmp_path / "esc50-out", "--benchmark", "esc50", "--data", str(data)
+    )
     assert report["examples"] == 2
     assert set(report["skipped"]) == {"4-999-A-0.wav", "4-404-A-1.wav"}
     assert set(report["metrics"]) == {"accuracy_clap", "accuracy_exact", "accuracy_substring"}
@@ -55,19 +67,39 @@ def test_classification_reports_accuracies_and_a_confusion_matrix(listening_work
 def test_captioning_and_qa(listening_workdir, tmp_path):
     data = tmp_path / "clotho"
     clips(data, ["Santa Motor.wav", "Radio Garble.wav"])
-    write_csv(data / "test.csv", ["file_name"] + [f"caption_{i}" for i in range(1, 6)],
-              [["Santa Motor.wav"] + ["a machine whines and squeals"] * 5,
-               ["Radio Garble.wav"] + ["people talk over a radio"] * 5])
-    report = evaluate(listening_workdir, tmp_path / "clotho-out", "--benchmark", "clotho", "--data", str(data), "--no-santa")
+    write_csv(
+        data / "test.csv",
+        ["file_name"] + [f"caption_{i}" for i in range(1, 6)],
+        [
+            ["Santa Motor.wav"] + ["a machine whines and squeals"] * 5,
+            ["Radio Garble.wav"] + ["people talk over a radio"] * 5,
+        ],
+    )
+    report = evaluate(
+        listening_workdir,
+        tmp_path / "clotho-out",
+        "--benchmark",
+        "clotho",
+        "--data",
+        str(data),
+        "--no-santa",
+    )
     assert report["examples"] == 2 and report["santa"] is False
     assert {"BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D"} <= set(report["metrics"])
     assert {"SPICE", "SPIDEr"} <= set(report["metrics"]) | set(report["unavailable"])
 
-    write_csv(data / "binary_test_eng.csv", ["file_name", "QuestionText", "answer"],
-              [["Santa Motor.wav", "Is a machine running?", a] for a in ("YES", "YES", "NO")]
-              + [["Radio Garble.wav", "Is it raining?", a] for a in ("NO", "NO", "NO")])
-    report = evaluate(listening_workdir, tmp_path / "aqa-out", "--benchmark", "clotho_aqa", "--data", str(data))
-    predictions = [json.loads(line) for line in (report["out"] / "predictions.jsonl").read_text().splitlines()]
+    write_csv(
+        data / "binary_test_eng.csv",
+        ["file_name", "QuestionText", "answer"],
+        [["Santa Motor.wav", "Is a machine running?", a] for a in ("YES", "YES", "NO")]
+        + [["Radio Garble.wav", "Is it raining?", a] for a in ("NO", "NO", "NO")],
+    )
+    report = evaluate(
+        listening_workdir, tmp_path / "aqa-out", "--benchmark", "clotho_aqa", "--data", str(data)
+    )
+    predictions = [
+        json.loads(line) for line in (report["out"] / "predictions.jsonl").read_text().splitlines()
+    ]
     assert [p["question"] for p in predictions] == ["Is a machine running?", "Is it raining?"]
     assert set(report["metrics"]) == {"accuracy", "accuracy_any_annotator"}
 

@@ -14,8 +14,10 @@ CLIPS = sorted(ESC50.glob("*.wav"))[:2]
 
 
 def test_postprocess_is_the_papers():
-    assert postprocess("a dog barks ,then a car passes,and birds sing  ") == \
-        "A dog barks, then a car passes, and birds sing"
+    assert (
+        postprocess("a dog barks ,then a car passes,and birds sing  ")
+        == "A dog barks, then a car passes, and birds sing"
+    )
     assert postprocess("café crème") == "Cafe creme"
 
 
@@ -27,7 +29,9 @@ def test_generate_from_a_trained_workdir(listening_workdir, tmp_path, capsys):
     for clip in CLIPS:
         (folder / clip.name).write_bytes(clip.read_bytes())
     (folder / "broken.wav").write_text("not audio")
-    code = main(["--workdir", str(workdir), "--audio", str(folder), "--out", str(tmp_path / "out.jsonl")])
+    code = main(
+        ["--workdir", str(workdir), "--audio", str(folder), "--out", str(tmp_path / "out.jsonl")]
+    )
     out, err = capsys.readouterr()
     assert code == 0
     lines = out.strip().splitlines()
@@ -40,7 +44,18 @@ def test_generate_from_a_trained_workdir(listening_workdir, tmp_path, capsys):
     assert "needs a question" in capsys.readouterr().err
 
     # one checkpoint folder names the model as well as the workdir does
-    assert main(["--checkpoint", str(workdir / "checkpoints" / "2"), "--audio", str(CLIPS[0]), "--no-santa"]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(workdir / "checkpoints" / "2"),
+                "--audio",
+                str(CLIPS[0]),
+                "--no-santa",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith(str(CLIPS[0]))
     assert main(["--checkpoint", str(workdir), "--audio", str(CLIPS[0])]) == 1
     assert "not a checkpoint folder" in capsys.readouterr().err

@@ -26,8 +26,9 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import soundfile as sf
@@ -71,8 +72,9 @@ def read_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
     return audio, rate
 
 
-def fit_length(samples: np.ndarray, target: int, *, crop: Crop = "random",
-               rng: Rng = None) -> np.ndarray:
+def fit_length(
+    samples: np.ndarray, target: int, *, crop: Crop = "random", rng: Rng = None
+) -> np.ndarray:
     """msclap's length rule on a 1-D array: tile-and-cut when len <= target, else crop.
 
     crop="random": start uniform in [0, len - target), exactly msclap's range (its last valid
@@ -88,11 +90,17 @@ def fit_length(samples: np.ndarray, target: int, *, crop: Crop = "random",
     if n <= target:
         return np.tile(samples, math.ceil(target / n))[:target]
     start = (n - target) // 2 if crop == "center" else _randrange(_as_rng(rng), n - target)
-    return samples[start:start + target]
+    return samples[start : start + target]
 
 
-def load_clip(path: str | os.PathLike, *, sample_rate: int = 44100, duration: float = 7.0,
-              crop: Crop = "random", rng: Rng = None) -> np.ndarray:
+def load_clip(
+    path: str | os.PathLike,
+    *,
+    sample_rate: int = 44100,
+    duration: float = 7.0,
+    crop: Crop = "random",
+    rng: Rng = None,
+) -> np.ndarray:
     """One file -> float32 [round(duration * sample_rate)], as msclap feeds its audio encoder.
 
     Defaults are msclap-2023 (44.1 kHz, 7 s = 308,700 samples); LAION-CLAP uses 48 kHz, 10 s.
@@ -102,9 +110,14 @@ def load_clip(path: str | os.PathLike, *, sample_rate: int = 44100, duration: fl
     return fit_length(audio.reshape(-1), _target(sample_rate, duration), crop=crop, rng=rng)
 
 
-def load_batch(paths: Sequence[str | os.PathLike], *, sample_rate: int = 44100,
-               duration: float = 7.0, crop: Crop = "random",
-               rng: Rng = None) -> tuple[np.ndarray, dict[str, str]]:
+def load_batch(
+    paths: Sequence[str | os.PathLike],
+    *,
+    sample_rate: int = 44100,
+    duration: float = 7.0,
+    crop: Crop = "random",
+    rng: Rng = None,
+) -> tuple[np.ndarray, dict[str, str]]:
     """Load many files, skipping bad ones so one corrupt file does not stop a dataset pass.
 
     Returns (clips [N_ok, samples] float32 in input order, {str(path): error message} for the
@@ -114,8 +127,11 @@ def load_batch(paths: Sequence[str | os.PathLike], *, sample_rate: int = 44100,
     clips, errors = [], {}
     for path in paths:
         try:
-            clips.append(load_clip(path, sample_rate=sample_rate, duration=duration, crop=crop,
-                                   rng=generator))
+            clips.append(
+                load_clip(
+                    path, sample_rate=sample_rate, duration=duration, crop=crop, rng=generator
+                )
+            )
         except AudioError as e:
             errors[str(path)] = str(e)
     return np.stack(clips) if clips else np.zeros((0, target), np.float32), errors
@@ -128,8 +144,9 @@ def audio_files(path: str | os.PathLike) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise AudioError(f"{path}: no such file or folder")
-    return sorted(p for p in path.rglob("*")
-                  if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+    return sorted(
+        p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+    )
 
 
 def _resample(audio: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
@@ -141,7 +158,7 @@ def _resample(audio: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
     out = np.zeros((audio.shape[0], n_out), np.float32)
     for row, channel in zip(out, audio):
         resampled = soxr.resample(channel, rate, new_rate, quality="soxr_hq")[:n_out]
-        row[:resampled.size] = resampled
+        row[: resampled.size] = resampled
     return out
 
 

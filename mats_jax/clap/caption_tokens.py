@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import tiktoken
@@ -60,12 +60,21 @@ def gpt2_encoding(ranks_file: str | os.PathLike | None = None) -> tiktoken.Encod
         raise TokenizerError(f"{path}: not a tiktoken ranks file ({e})") from None
     if len(ranks) != EOS_ID:
         raise TokenizerError(f"{path}: {len(ranks)} ranks, GPT-2 has {EOS_ID}")
-    return tiktoken.Encoding("gpt2_msclap", pat_str=GPT2_SPLIT, mergeable_ranks=ranks,
-                             special_tokens={EOS: EOS_ID, "!": PAD_ID})
+    return tiktoken.Encoding(
+        "gpt2_msclap",
+        pat_str=GPT2_SPLIT,
+        mergeable_ranks=ranks,
+        special_tokens={EOS: EOS_ID, "!": PAD_ID},
+    )
 
 
-def msclap_tokenize(captions: Sequence[str], *, length: int = TEXT_LEN, truncate: bool = False,
-                    ranks_file: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+def msclap_tokenize(
+    captions: Sequence[str],
+    *,
+    length: int = TEXT_LEN,
+    truncate: bool = False,
+    ranks_file: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Captions -> (input_ids, attention_mask), each int32 [N, length], as msclap-2023 builds them.
 
     Raises TokenizerError for a caption longer than `length` tokens (EOS included) unless
@@ -80,15 +89,17 @@ def msclap_tokenize(captions: Sequence[str], *, length: int = TEXT_LEN, truncate
             if not truncate:
                 raise TokenizerError(
                     f"caption has {len(tokens)} tokens, more than {length} (msclap cannot embed "
-                    f"it; pass truncate=True to cut it): {caption[:60]!r}")
-            tokens = tokens[:length - 1] + [EOS_ID]
-        ids[row, :len(tokens)] = tokens
-        mask[row, :len(tokens)] = 1
+                    f"it; pass truncate=True to cut it): {caption[:60]!r}"
+                )
+            tokens = tokens[: length - 1] + [EOS_ID]
+        ids[row, : len(tokens)] = tokens
+        mask[row, : len(tokens)] = 1
     return ids, mask
 
 
-def roberta_tokenizer(vocab_json: str | os.PathLike, merges_txt: str | os.PathLike, *,
-                      length: int = TEXT_LEN) -> Tokenize:
+def roberta_tokenizer(
+    vocab_json: str | os.PathLike, merges_txt: str | os.PathLike, *, length: int = TEXT_LEN
+) -> Tokenize:
     """LAION-CLAP's RoBERTa tokenizer from local files, as a captions -> (ids, mask) function.
 
     Both outputs are int32 [N, length]: <s> caption </s> then <pad> (id 1 in roberta-base),
@@ -119,7 +130,9 @@ def roberta_tokenizer(vocab_json: str | os.PathLike, merges_txt: str | os.PathLi
 
     def tokenize(captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         out = tokenizer(list(captions), padding="max_length", truncation=True, max_length=length)
-        return (np.asarray(out["input_ids"], np.int32).reshape(len(captions), length),
-                np.asarray(out["attention_mask"], np.int32).reshape(len(captions), length))
+        return (
+            np.asarray(out["input_ids"], np.int32).reshape(len(captions), length),
+            np.asarray(out["attention_mask"], np.int32).reshape(len(captions), length),
+        )
 
     return tokenize

@@ -2,8 +2,8 @@
 
 Input is a log-mel spectrogram [B, frames, mel_bins] (frames ≤ spec_size · freq_ratio), or
 [B, channels, frames, mel_bins]; the front end that makes it lives elsewhere
-(`mats_jax.clap.msclap_features` for msclap; `mats_jax.clap.laion_features` for LAION-CLAP), so this module
-serves both CLAP families. Steps:
+(`mats_jax.clap.msclap_features` for msclap; `mats_jax.clap.laion_features` for LAION-CLAP), so
+this module serves both CLAP families. Steps:
 
 1. `bn0`: eval-mode BatchNorm over the mel bins (running statistics are `nnx.BatchStat`).
 2. Bicubic resize of the time axis to spec_size · freq_ratio (1024) with torch's kernel
@@ -86,24 +86,27 @@ class HTSATConfig:
         return self.embed_dim * 2 ** (len(self.depths) - 1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "HTSATConfig":
+    def from_dict(cls, d: dict[str, Any]) -> HTSATConfig:
         d = dataclass_fields(cls, d, "HTSAT")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 @flax.struct.dataclass
 class HTSATOutput:
-    latent: jax.Array                    # [B, num_features] mean of the final normed tokens
-    last_hidden_state: jax.Array         # [B, H, W, num_features] final normed token grid
-    clipwise_output: jax.Array | None    # [B, num_classes] sigmoid probabilities (tscam only)
-    framewise_output: jax.Array | None   # [B, target_frames, num_classes] (tscam only)
+    latent: jax.Array  # [B, num_features] mean of the final normed tokens
+    last_hidden_state: jax.Array  # [B, H, W, num_features] final normed token grid
+    clipwise_output: jax.Array | None  # [B, num_classes] sigmoid probabilities (tscam only)
+    framewise_output: jax.Array | None  # [B, target_frames, num_classes] (tscam only)
 
 
 # ---------------------------------------------------------------------------------------------
 # Fixed (weight-free) tables, built in numpy once per shape.
+
 
 def _cubic_weights(t: np.ndarray, a: np.float32) -> np.ndarray:
     """torch's get_cubic_upsample_coefficients, in float32: weights of taps -1, 0, +1, +2."""
@@ -118,7 +121,7 @@ def _cubic_weights(t: np.ndarray, a: np.float32) -> np.ndarray:
     return np.stack([far(t + one), near(t), near(one - t), far(two - t)], axis=-1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
     """[n_out, n_in] float32 matrix M with M @ x == torch bicubic(align_corners=True) of x.
 
@@ -141,15 +144,17 @@ def bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
     return matrix.astype(np.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def relative_position_index(window: int) -> np.ndarray:
     """[window², window²] index into the (2w-1)² bias table (Swin's relative_position_index)."""
-    coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing="ij")).reshape(2, -1)
+    coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing="ij")).reshape(
+        2, -1
+    )
     rel = (coords[:, :, None] - coords[:, None, :]).transpose(1, 2, 0) + (window - 1)
     return (rel[..., 0] * (2 * window - 1) + rel[..., 1]).astype(np.int32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shifted_window_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
     """[num_windows, window², window²] additive mask (0 or -100) of shifted-window attention."""
     regions = np.zeros((height, width), np.float32)
@@ -159,26 +164,38 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int) -> np.
         for w in cuts:
             regions[h, w] = count
             count += 1
-    windows = (regions.reshape(height // window, window, width // window, window)
-               .transpose(0, 2, 1, 3).reshape(-1, window * window))
+    windows = (
+        regions.reshape(height // window, window, width // window, window)
+        .transpose(0, 2, 1, 3)
+        .reshape(-1, window * window)
+    )
     diff = windows[:, None, :] - windows[:, :, None]
     return np.where(diff != 0, np.float32(-100.0), np.float32(0.0))
-
 
 
 # ---------------------------------------------------------------------------------------------
 # Layers.
 
+
 class BatchNorm(nnx.Module):
     """Eval-mode BatchNorm over the last axis: (x - mean) / sqrt(var + eps) · scale + bias."""
 
-    def __init__(self, features: int, *, eps: float, axis_name: str, param_dtype=jnp.float32,
-                 rngs: nnx.Rngs | None = None):
+    def __init__(
+        self,
+        features: int,
+        *,
+        eps: float,
+        axis_name: str,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs | None = None,
+    ):
         self.eps = eps
         axes = (axis_name,)
         self.scale = param(rngs, nnx.initializers.ones, (features,), param_dtype, axes)
         self.bias = param(rngs, nnx.initializers.zeros, (features,), param_dtype, axes)
-        self.mean = param(rngs, nnx.initializers.zeros, (features,), param_dtype, axes, nnx.BatchStat)
+        self.mean = param(
+            rngs, nnx.initializers.zeros, (features,), param_dtype, axes, nnx.BatchStat
+        )
         self.var = param(rngs, nnx.initializers.ones, (features,), param_dtype, axes, nnx.BatchStat)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -193,21 +210,30 @@ def _strided_conv(image: jax.Array, kernel: jax.Array, bias: jax.Array, dtype) -
     kh, kw, c, _ = kernel.shape
     b, h, w, _ = image.shape
     gh, gw = h // kh, w // kw
-    image = image[:, :gh * kh, :gw * kw]
-    patches = (image.reshape(b, gh, kh, gw, kw, c).transpose(0, 1, 3, 2, 4, 5)
-               .reshape(b, gh, gw, kh * kw * c))
-    return patches.astype(dtype) @ kernel.reshape(kh * kw * c, -1).astype(dtype) + bias.astype(dtype)
+    image = image[:, : gh * kh, : gw * kw]
+    patches = (
+        image.reshape(b, gh, kh, gw, kw, c)
+        .transpose(0, 1, 3, 2, 4, 5)
+        .reshape(b, gh, gw, kh * kw * c)
+    )
+    return patches.astype(dtype) @ kernel.reshape(kh * kw * c, -1).astype(dtype) + bias.astype(
+        dtype
+    )
 
 
 class FusionBranch(nnx.Module):
     """1×1 conv -> BatchNorm -> ReLU -> 1×1 conv -> BatchNorm (1×1 convs as [in, out] kernels)."""
 
-    def __init__(self, channels: int, inner: int, *, eps: float, dtype, param_dtype, rngs: nnx.Rngs):
+    def __init__(
+        self, channels: int, inner: int, *, eps: float, dtype, param_dtype, rngs: nnx.Rngs
+    ):
         kw = dict(use_bias=True, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.conv1 = Linear(channels, inner, axes=("embed", "fusion"), **kw)
         self.bn1 = BatchNorm(inner, eps=eps, axis_name="fusion", param_dtype=param_dtype, rngs=rngs)
         self.conv2 = Linear(inner, channels, axes=("fusion", "embed"), **kw)
-        self.bn2 = BatchNorm(channels, eps=eps, axis_name="embed", param_dtype=param_dtype, rngs=rngs)
+        self.bn2 = BatchNorm(
+            channels, eps=eps, axis_name="embed", param_dtype=param_dtype, rngs=rngs
+        )
 
     def __call__(self, x):
         return self.bn2(self.conv2(jax.nn.relu(self.bn1(self.conv1(x)))))
@@ -217,7 +243,9 @@ class AttentionalFusion(nnx.Module):
     """transformers' ClapAudioAFFBlock (2-D): w = sigmoid(local(x + r) + global(mean(x + r)));
     out = 2·x·w + 2·r·(1 - w). Tensors are [B, H, W, C]."""
 
-    def __init__(self, channels: int, reduction: int, *, eps: float, dtype, param_dtype, rngs: nnx.Rngs):
+    def __init__(
+        self, channels: int, reduction: int, *, eps: float, dtype, param_dtype, rngs: nnx.Rngs
+    ):
         kw = dict(eps=eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.local_att = FusionBranch(channels, channels // reduction, **kw)
         self.global_att = FusionBranch(channels, channels // reduction, **kw)
@@ -246,20 +274,29 @@ class PatchEmbed(nnx.Module):
         if config.fusion:
             self.mel_kernel = param(rngs, default_init, (p, 3 * p, c, d), param_dtype, axes)
             self.mel_bias = param(rngs, nnx.initializers.zeros, (d,), param_dtype, ("embed",))
-            self.fusion = AttentionalFusion(d, config.fusion_reduction, eps=config.batch_norm_eps,
-                                            dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+            self.fusion = AttentionalFusion(
+                d,
+                config.fusion_reduction,
+                eps=config.batch_norm_eps,
+                dtype=dtype,
+                param_dtype=param_dtype,
+                rngs=rngs,
+            )
 
     def local_tokens(self, crops: jax.Array, width: int) -> jax.Array:
         """crops [B, n, H, W] -> [B, H/p, width, embed]: each crop through mel_conv, the n token
         grids side by side along time, zero-padded to `width`."""
         b, n, h, w = crops.shape
-        y = _strided_conv(crops.reshape(b * n, h, w, 1), self.mel_kernel[...], self.mel_bias[...], self.dtype)
+        y = _strided_conv(
+            crops.reshape(b * n, h, w, 1), self.mel_kernel[...], self.mel_bias[...], self.dtype
+        )
         _, gh, gw, d = y.shape
         y = y.reshape(b, n, gh, gw, d).transpose(0, 2, 1, 3, 4).reshape(b, gh, n * gw, d)
         return jnp.pad(y, ((0, 0), (0, 0), (0, width - n * gw), (0, 0)))
 
-    def __call__(self, image: jax.Array, crops: jax.Array | None = None,
-                 is_longer: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self, image: jax.Array, crops: jax.Array | None = None, is_longer: jax.Array | None = None
+    ) -> jax.Array:
         """image [B, H, W, C] -> tokens [B, H/p, W/p, embed]; with fusion, `crops` [B, n, H, W]
         are fused into the rows where `is_longer` [B] is true."""
         x = _strided_conv(image, self.kernel[...], self.bias[...], self.dtype)
@@ -272,15 +309,28 @@ class PatchEmbed(nnx.Module):
 class WindowAttention(nnx.Module):
     """Multi-head self-attention inside each window, with a learned relative position bias."""
 
-    def __init__(self, dim: int, num_heads: int, window: int, *, qkv_bias: bool, dtype,
-                 param_dtype, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window: int,
+        *,
+        qkv_bias: bool,
+        dtype,
+        param_dtype,
+        rngs: nnx.Rngs,
+    ):
         self.num_heads, self.window, self.dtype = num_heads, window, dtype
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.qkv = Linear(dim, 3 * dim, axes=("embed", "qkv"), use_bias=qkv_bias, **kw)
         self.proj = Linear(dim, dim, axes=("q_heads", "embed"), use_bias=True, **kw)
         self.relative_position_bias_table = param(
-            rngs, default_init, ((2 * window - 1) ** 2, num_heads), param_dtype,
-            ("relative_position", "heads"))
+            rngs,
+            default_init,
+            ((2 * window - 1) ** 2, num_heads),
+            param_dtype,
+            ("relative_position", "heads"),
+        )
 
     def bias(self) -> jax.Array:
         """[heads, N, N] relative position bias (a small gather from the table)."""
@@ -298,7 +348,7 @@ class WindowAttention(nnx.Module):
         # dimensions leading (one batched GEMM each, no transposes around them)
         qkv = self.qkv(x).reshape(b, nw, n, 3, h, head_dim).transpose(3, 0, 1, 4, 2, 5)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        q = q * jnp.asarray(head_dim ** -0.5, q.dtype)  # msclap scales q before q·k
+        q = q * jnp.asarray(head_dim**-0.5, q.dtype)  # msclap scales q before q·k
         scores = jnp.einsum("bwhqd,bwhkd->bwhqk", q, k).astype(jnp.float32)
         scores = scores + self.bias()  # [heads, N, N]; broadcast adds fuse into the softmax
         if mask is not None:
@@ -325,8 +375,18 @@ class SwinBlock(nnx.Module):
     A stage whose grid is no larger than the window attends over the whole grid with no shift.
     """
 
-    def __init__(self, config: HTSATConfig, dim: int, num_heads: int, resolution: int, shift: bool,
-                 *, dtype, param_dtype, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        config: HTSATConfig,
+        dim: int,
+        num_heads: int,
+        resolution: int,
+        shift: bool,
+        *,
+        dtype,
+        param_dtype,
+        rngs: nnx.Rngs,
+    ):
         window = config.window_size
         if resolution <= window:
             window, shift = resolution, False
@@ -345,12 +405,18 @@ class SwinBlock(nnx.Module):
         y = self.norm1(x)
         if s:
             y = jnp.roll(y, (-s, -s), axis=(1, 2))  # torch.roll semantics
-        windows = (y.reshape(b, h // ws, ws, w // ws, ws, c).transpose(0, 1, 3, 2, 4, 5)
-                   .reshape(b, (h // ws) * (w // ws), ws * ws, c))
+        windows = (
+            y.reshape(b, h // ws, ws, w // ws, ws, c)
+            .transpose(0, 1, 3, 2, 4, 5)
+            .reshape(b, (h // ws) * (w // ws), ws * ws, c)
+        )
         mask = shifted_window_mask(h, w, ws, s) if s else None
         y = self.attn(windows, mask)
-        y = (y.reshape(b, h // ws, w // ws, ws, ws, c).transpose(0, 1, 3, 2, 4, 5)
-             .reshape(b, h, w, c))
+        y = (
+            y.reshape(b, h // ws, w // ws, ws, ws, c)
+            .transpose(0, 1, 3, 2, 4, 5)
+            .reshape(b, h, w, c)
+        )
         if s:
             y = jnp.roll(y, (s, s), axis=(1, 2))
         x = x + y
@@ -358,30 +424,49 @@ class SwinBlock(nnx.Module):
 
 
 class PatchMerging(nnx.Module):
-    """2×2 neighbours concatenated in the order (0,0), (1,0), (0,1), (1,1) -> LN -> Linear 4C->2C."""
+    """2×2 neighbours concatenated in the order (0,0), (1,0), (0,1), (1,1) -> LN ->
+    Linear 4C->2C.
+    """
 
     def __init__(self, dim: int, *, eps: float, dtype, param_dtype, rngs: nnx.Rngs):
-        self.norm = LayerNorm(4 * dim, eps=eps, axis_name="merged", dtype=dtype, param_dtype=param_dtype)
-        self.reduction = Linear(4 * dim, 2 * dim, axes=("merged", "embed"), dtype=dtype,
-                                param_dtype=param_dtype, rngs=rngs)
+        self.norm = LayerNorm(
+            4 * dim, eps=eps, axis_name="merged", dtype=dtype, param_dtype=param_dtype
+        )
+        self.reduction = Linear(
+            4 * dim,
+            2 * dim,
+            axes=("merged", "embed"),
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, h, w, c = x.shape
         # [b, h/2, dh, w/2, dw, c] -> [b, h/2, w/2, dw, dh, c]: the concat index is dw·2 + dh
-        x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
+        x = (
+            x.reshape(b, h // 2, 2, w // 2, 2, c)
+            .transpose(0, 1, 3, 4, 2, 5)
+            .reshape(b, h // 2, w // 2, 4 * c)
+        )
         return self.reduction(self.norm(x))
 
 
 class SwinStage(nnx.Module):
     def __init__(self, config: HTSATConfig, index: int, *, dtype, param_dtype, rngs: nnx.Rngs):
-        dim = config.embed_dim * 2 ** index
-        resolution = config.spec_size // config.patch_size // 2 ** index
+        dim = config.embed_dim * 2**index
+        resolution = config.spec_size // config.patch_size // 2**index
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.blocks = nnx.List([
-            SwinBlock(config, dim, config.num_heads[index], resolution, shift=i % 2 == 1, **kw)
-            for i in range(config.depths[index])])
+        self.blocks = nnx.List(
+            [
+                SwinBlock(config, dim, config.num_heads[index], resolution, shift=i % 2 == 1, **kw)
+                for i in range(config.depths[index])
+            ]
+        )
         last = index == len(config.depths) - 1
-        self.downsample = nnx.data(None if last else PatchMerging(dim, eps=config.layer_norm_eps, **kw))
+        self.downsample = nnx.data(
+            None if last else PatchMerging(dim, eps=config.layer_norm_eps, **kw)
+        )
 
     def __call__(self, x):
         for block in self.blocks:
@@ -396,17 +481,27 @@ class TSCAMHead(nnx.Module):
 
     def __init__(self, config: HTSATConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
         c, k = config.num_features, config.num_classes
-        height = config.spec_size // config.patch_size // 2 ** (len(config.depths) - 1) // config.freq_ratio
+        height = (
+            config.spec_size
+            // config.patch_size
+            // 2 ** (len(config.depths) - 1)
+            // config.freq_ratio
+        )
         self.dtype = dtype
-        self.kernel = param(rngs, default_init, (height, 3, c, k), param_dtype,
-                            ("conv_height", "conv_width", "embed", "classes"))
+        self.kernel = param(
+            rngs,
+            default_init,
+            (height, 3, c, k),
+            param_dtype,
+            ("conv_height", "conv_width", "embed", "classes"),
+        )
         self.bias = param(rngs, nnx.initializers.zeros, (k,), param_dtype, ("classes",))
 
     def __call__(self, grid: jax.Array) -> tuple[jax.Array, jax.Array]:
         """grid [B, F, T, C] -> (clipwise [B, classes], per-step sigmoid [B, T, classes])."""
         b, f, t, c = grid.shape
         padded = jnp.pad(grid.astype(self.dtype), ((0, 0), (0, 0), (1, 1), (0, 0)))
-        taps = jnp.stack([padded[:, :, j:j + t] for j in range(3)], axis=2)  # [B, F, 3, T, C]
+        taps = jnp.stack([padded[:, :, j : j + t] for j in range(3)], axis=2)  # [B, F, 3, T, C]
         taps = taps.transpose(0, 3, 1, 2, 4).reshape(b, t, f * 3 * c)
         logits = taps @ self.kernel[...].reshape(f * 3 * c, -1).astype(self.dtype) + self.bias[...]
         logits = logits.astype(jnp.float32)
@@ -416,18 +511,30 @@ class TSCAMHead(nnx.Module):
 class HTSAT(nnx.Module):
     """HTSAT Swin transformer on log-mel input [B, frames, mel_bins] (see the module docstring)."""
 
-    def __init__(self, config: HTSATConfig = HTSATConfig(), *, dtype=jnp.float32,
-                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        config: HTSATConfig = HTSATConfig(),
+        *,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         if config.spec_size % config.mel_bins:
             raise ValueError("spec_size must be a multiple of mel_bins")
         self.config, self.dtype = config, dtype
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.bn0 = BatchNorm(config.mel_bins, eps=config.batch_norm_eps, axis_name="mel",
-                             param_dtype=param_dtype, rngs=rngs)
+        self.bn0 = BatchNorm(
+            config.mel_bins,
+            eps=config.batch_norm_eps,
+            axis_name="mel",
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
         self.patch_embed = PatchEmbed(config, **kw)
         self.layers = nnx.List([SwinStage(config, i, **kw) for i in range(len(config.depths))])
-        self.norm = LayerNorm(config.num_features, eps=config.layer_norm_eps, dtype=dtype,
-                              param_dtype=param_dtype)
+        self.norm = LayerNorm(
+            config.num_features, eps=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype
+        )
         self.tscam = nnx.data(TSCAMHead(config, **kw) if config.tscam else None)
 
     def image(self, log_mel: jax.Array) -> jax.Array:
@@ -438,11 +545,16 @@ class HTSAT(nnx.Module):
         if mels != c.mel_bins:
             raise ValueError(f"HTSAT expects {c.mel_bins} mel bins, got {mels}")
         if frames > c.target_frames:
-            raise ValueError(f"HTSAT takes at most {c.target_frames} frames, got {frames} "
-                             "(msclap's multi-crop average for longer input is not implemented)")
+            raise ValueError(
+                f"HTSAT takes at most {c.target_frames} frames, got {frames} "
+                "(msclap's multi-crop average for longer input is not implemented)"
+            )
         x = self.bn0(log_mel.astype(jnp.float32))
-        # resize and fold in one contraction: image[b, r·mel + m, w] = Σ_t M[r·spec + w, t] x[b, t, m]
-        m = jnp.asarray(bicubic_matrix(frames, c.target_frames).reshape(c.freq_ratio, c.spec_size, frames))
+        # resize and fold in one contraction:
+        # image[b, r·mel + m, w] = Σ_t M[r·spec + w, t] x[b, t, m]
+        m = jnp.asarray(
+            bicubic_matrix(frames, c.target_frames).reshape(c.freq_ratio, c.spec_size, frames)
+        )
         image = jnp.einsum("rwt,...tm->...rmw", m, x, precision=jax.lax.Precision.HIGHEST)
         return image.reshape(*lead, c.freq_ratio * c.mel_bins, c.spec_size)
 
@@ -456,12 +568,19 @@ class HTSAT(nnx.Module):
             b, h, w, d = tokens.shape
             # undo the fold: grid row h = chunk · bins + bin -> [B, bins, chunk · W + w]
             bins = h // c.freq_ratio
-            grid = (tokens.reshape(b, c.freq_ratio, bins, w, d).transpose(0, 2, 1, 3, 4)
-                    .reshape(b, bins, c.freq_ratio * w, d))
+            grid = (
+                tokens.reshape(b, c.freq_ratio, bins, w, d)
+                .transpose(0, 2, 1, 3, 4)
+                .reshape(b, bins, c.freq_ratio * w, d)
+            )
             clipwise, steps = self.tscam(grid)
             framewise = jnp.repeat(steps, c.target_frames // steps.shape[1], axis=1)
-        return HTSATOutput(latent=latent, last_hidden_state=tokens, clipwise_output=clipwise,
-                           framewise_output=framewise)
+        return HTSATOutput(
+            latent=latent,
+            last_hidden_state=tokens,
+            clipwise_output=clipwise,
+            framewise_output=framewise,
+        )
 
     def __call__(self, log_mel: jax.Array, is_longer: jax.Array | None = None) -> HTSATOutput:
         """[B, frames, mel_bins] or [B, channels, frames, mel_bins] log-mel (dB) -> HTSATOutput.
@@ -475,13 +594,17 @@ class HTSAT(nnx.Module):
             image = image[:, None]
         if c.fusion:
             if is_longer is not None and image.shape[1] < 2:
-                raise ValueError("fusion with is_longer needs the crops: input [B, 4, frames, mels]")
+                raise ValueError(
+                    "fusion with is_longer needs the crops: input [B, 4, frames, mels]"
+                )
             crops = image[:, 1:] if is_longer is not None else None
-            x = self.patch_embed(image[:, :c.in_channels].transpose(0, 2, 3, 1), crops, is_longer)
+            x = self.patch_embed(image[:, : c.in_channels].transpose(0, 2, 3, 1), crops, is_longer)
         else:
             if image.shape[1] != c.in_channels:
-                raise ValueError(f"HTSAT takes {c.in_channels} input channel(s), got {image.shape[1]} "
-                                 "(4-channel 'fusion' features need a fused model)")
+                raise ValueError(
+                    f"HTSAT takes {c.in_channels} input channel(s), got {image.shape[1]} "
+                    "(4-channel 'fusion' features need a fused model)"
+                )
             x = self.patch_embed(image.transpose(0, 2, 3, 1))
         early = self.layers[:PER_CLIP_STAGES]
 

@@ -39,6 +39,7 @@ TRUNCATIONS = ("rand_trunc", "fusion")
 # ---------------------------------------------------------------------------------------------
 # Mel filter banks (transformers.audio_utils.mel_filter_bank, float64).
 
+
 def hertz_to_mel(freq: np.ndarray | float, mel_scale: str = "htk") -> np.ndarray:
     freq = np.asarray(freq, np.float64)
     if mel_scale == "htk":
@@ -48,8 +49,11 @@ def hertz_to_mel(freq: np.ndarray | float, mel_scale: str = "htk") -> np.ndarray
     min_log_hertz, min_log_mel, logstep = 1000.0, 15.0, 27.0 / np.log(6.4)
     mels = 3.0 * freq / 200.0
     log_region = freq >= min_log_hertz
-    return np.where(log_region, min_log_mel + np.log(np.maximum(freq, min_log_hertz) / min_log_hertz) * logstep,
-                    mels)
+    return np.where(
+        log_region,
+        min_log_mel + np.log(np.maximum(freq, min_log_hertz) / min_log_hertz) * logstep,
+        mels,
+    )
 
 
 def mel_to_hertz(mels: np.ndarray | float, mel_scale: str = "htk") -> np.ndarray:
@@ -60,20 +64,30 @@ def mel_to_hertz(mels: np.ndarray | float, mel_scale: str = "htk") -> np.ndarray
         raise ValueError(f"mel_scale must be 'htk' or 'slaney', got {mel_scale!r}")
     min_log_hertz, min_log_mel, logstep = 1000.0, 15.0, np.log(6.4) / 27.0
     freq = 200.0 * mels / 3.0
-    return np.where(mels >= min_log_mel, min_log_hertz * np.exp(logstep * (mels - min_log_mel)), freq)
+    return np.where(
+        mels >= min_log_mel, min_log_hertz * np.exp(logstep * (mels - min_log_mel)), freq
+    )
 
 
 @functools.lru_cache(maxsize=16)
-def mel_filter_bank(num_frequency_bins: int, num_mel_filters: int, min_frequency: float,
-                    max_frequency: float, sampling_rate: int, *, slaney: bool) -> np.ndarray:
+def mel_filter_bank(
+    num_frequency_bins: int,
+    num_mel_filters: int,
+    min_frequency: float,
+    max_frequency: float,
+    sampling_rate: int,
+    *,
+    slaney: bool,
+) -> np.ndarray:
     """[num_frequency_bins, num_mel_filters] float64 triangular filters.
 
     slaney=True: Slaney mel scale with Slaney area norm (librosa's default; "rand_trunc");
     slaney=False: HTK mel scale, no norm (torchaudio's default; "fusion").
     """
     scale = "slaney" if slaney else "htk"
-    mel_freqs = np.linspace(hertz_to_mel(min_frequency, scale), hertz_to_mel(max_frequency, scale),
-                            num_mel_filters + 2)
+    mel_freqs = np.linspace(
+        hertz_to_mel(min_frequency, scale), hertz_to_mel(max_frequency, scale), num_mel_filters + 2
+    )
     filter_freqs = mel_to_hertz(mel_freqs, scale)
     fft_freqs = np.linspace(0, sampling_rate // 2, num_frequency_bins)
     filter_diff = np.diff(filter_freqs)
@@ -82,7 +96,10 @@ def mel_filter_bank(num_frequency_bins: int, num_mel_filters: int, min_frequency
     up = slopes[:, 2:] / filter_diff[1:]
     filters = np.maximum(np.zeros(1), np.minimum(down, up))
     if slaney:
-        filters = filters * (2.0 / (filter_freqs[2:num_mel_filters + 2] - filter_freqs[:num_mel_filters]))[None]
+        filters = (
+            filters
+            * (2.0 / (filter_freqs[2 : num_mel_filters + 2] - filter_freqs[:num_mel_filters]))[None]
+        )
     filters.setflags(write=False)
     return filters
 
@@ -103,22 +120,37 @@ def num_frames(num_samples: int, hop_length: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # Log-mel.
 
-def log_mel_spectrogram(waveform: np.ndarray, mel_filters: np.ndarray, *, n_fft: int = 1024,
-                        hop_length: int = 480, floor: float = 1e-10) -> np.ndarray:
+
+def log_mel_spectrogram(
+    waveform: np.ndarray,
+    mel_filters: np.ndarray,
+    *,
+    n_fft: int = 1024,
+    hop_length: int = 480,
+    floor: float = 1e-10,
+) -> np.ndarray:
     """[samples] -> [frames, mel] float32 dB, as transformers' `spectrogram(..., log_mel="dB")`."""
     waveform = np.asarray(waveform)
     if waveform.ndim != 1:
         raise ValueError(f"expected one mono waveform [samples], got shape {waveform.shape}")
     padded = np.pad(waveform, (n_fft // 2, n_fft // 2), mode="reflect").astype(np.float64)
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]
-    spectrum = np.fft.rfft(frames * hann_window(n_fft), axis=-1).astype(np.complex64)  # as transformers stores it
+    spectrum = np.fft.rfft(frames * hann_window(n_fft), axis=-1).astype(
+        np.complex64
+    )  # as transformers stores it
     power = np.abs(spectrum, dtype=np.float64) ** 2
     mel = np.maximum(floor, power @ mel_filters)
     return (10.0 * np.log10(np.maximum(mel, floor))).astype(np.float32)
 
 
-def log_mel_jax(waveforms, mel_filters: np.ndarray, *, n_fft: int = 1024, hop_length: int = 480,
-                floor: float = 1e-10):
+def log_mel_jax(
+    waveforms,
+    mel_filters: np.ndarray,
+    *,
+    n_fft: int = 1024,
+    hop_length: int = 480,
+    floor: float = 1e-10,
+):
     """[B, samples] -> [B, frames, mel] float32 dB in JAX (jit-friendly; float32 FFT, so bins
     near the 1e-10 floor can differ from the float64 numpy path by a few hundredths of a dB)."""
     import jax
@@ -131,8 +163,12 @@ def log_mel_jax(waveforms, mel_filters: np.ndarray, *, n_fft: int = 1024, hop_le
     frames = padded[:, index] * jnp.asarray(hann_window(n_fft), jnp.float32)
     spectrum = jnp.fft.rfft(frames, axis=-1)
     power = jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2
-    mel = jnp.einsum("btf,fm->btm", power, jnp.asarray(mel_filters, jnp.float32),
-                     precision=jax.lax.Precision.HIGHEST)
+    mel = jnp.einsum(
+        "btf,fm->btm",
+        power,
+        jnp.asarray(mel_filters, jnp.float32),
+        precision=jax.lax.Precision.HIGHEST,
+    )
     return 10.0 * jnp.log10(jnp.maximum(mel, floor))
 
 
@@ -175,9 +211,10 @@ def pad_waveform(waveform: np.ndarray, length: int, padding: str = "repeatpad") 
 
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class Features:
-    features: np.ndarray   # [B, channels, frames, mel] float32 (channels: 4 fusion, 1 rand_trunc)
+    features: np.ndarray  # [B, channels, frames, mel] float32 (channels: 4 fusion, 1 rand_trunc)
     is_longer: np.ndarray  # [B] bool
 
 
@@ -214,30 +251,51 @@ class FeatureExtractor:
     def mel_filters(self, truncation: str | None = None) -> np.ndarray:
         """The bank a truncation mode uses: HTK/no-norm for "fusion", Slaney for "rand_trunc"."""
         slaney = (truncation or self.truncation) != "fusion"
-        return mel_filter_bank(self.n_fft // 2 + 1, self.mel_bins, float(self.fmin), float(self.fmax),
-                               self.sample_rate, slaney=slaney)
+        return mel_filter_bank(
+            self.n_fft // 2 + 1,
+            self.mel_bins,
+            float(self.fmin),
+            float(self.fmax),
+            self.sample_rate,
+            slaney=slaney,
+        )
 
     @classmethod
-    def from_config(cls, config) -> "FeatureExtractor":
+    def from_config(cls, config) -> FeatureExtractor:
         """From a LAION `mats_jax.clap.model.ClapConfig`."""
-        return cls(sample_rate=config.sample_rate, n_fft=config.n_fft, hop_length=config.hop_length,
-                   mel_bins=config.mel_bins, fmin=config.fmin, fmax=config.fmax,
-                   max_seconds=config.duration, truncation=config.truncation, padding=config.padding)
+        return cls(
+            sample_rate=config.sample_rate,
+            n_fft=config.n_fft,
+            hop_length=config.hop_length,
+            mel_bins=config.mel_bins,
+            fmin=config.fmin,
+            fmax=config.fmax,
+            max_seconds=config.duration,
+            truncation=config.truncation,
+            padding=config.padding,
+        )
 
     @classmethod
-    def from_hf(cls, preprocessor_config: dict[str, Any]) -> "FeatureExtractor":
+    def from_hf(cls, preprocessor_config: dict[str, Any]) -> FeatureExtractor:
         """From a `preprocessor_config.json` dict (missing entries keep transformers' defaults)."""
         c = preprocessor_config
         d = cls()
-        return cls(sample_rate=c.get("sampling_rate", d.sample_rate),
-                   n_fft=c.get("fft_window_size", d.n_fft), hop_length=c.get("hop_length", d.hop_length),
-                   mel_bins=c.get("feature_size", d.mel_bins), fmin=c.get("frequency_min", d.fmin),
-                   fmax=c.get("frequency_max", d.fmax), max_seconds=c.get("max_length_s", d.max_seconds),
-                   truncation=c.get("truncation", d.truncation), padding=c.get("padding", d.padding))
+        return cls(
+            sample_rate=c.get("sampling_rate", d.sample_rate),
+            n_fft=c.get("fft_window_size", d.n_fft),
+            hop_length=c.get("hop_length", d.hop_length),
+            mel_bins=c.get("feature_size", d.mel_bins),
+            fmin=c.get("frequency_min", d.fmin),
+            fmax=c.get("frequency_max", d.fmax),
+            max_seconds=c.get("max_length_s", d.max_seconds),
+            truncation=c.get("truncation", d.truncation),
+            padding=c.get("padding", d.padding),
+        )
 
     def log_mel(self, waveform: np.ndarray, truncation: str | None = None) -> np.ndarray:
-        return log_mel_spectrogram(waveform, self.mel_filters(truncation), n_fft=self.n_fft,
-                                   hop_length=self.hop_length)
+        return log_mel_spectrogram(
+            waveform, self.mel_filters(truncation), n_fft=self.n_fft, hop_length=self.hop_length
+        )
 
     def _one(self, waveform: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
         """One clip -> ([channels, frames, mel], is_longer), transformers' `_get_input_mel`."""
@@ -245,7 +303,7 @@ class FeatureExtractor:
         if len(waveform) > max_samples:
             if self.truncation == "rand_trunc":
                 start = int(rng.integers(0, len(waveform) - max_samples + 1))
-                return self.log_mel(waveform[start:start + max_samples])[None], True
+                return self.log_mel(waveform[start : start + max_samples])[None], True
             mel = self.log_mel(waveform)
             chunk, total = self.frames, mel.shape[0]
             if chunk == total:  # longer than 10 s by less than a hop: the whole clip, 4 times
@@ -253,14 +311,18 @@ class FeatureExtractor:
             ranges = np.array_split(np.arange(total - chunk + 1), 3)
             ranges = [r if len(r) else np.array([0]) for r in ranges]
             starts = [int(r[rng.integers(len(r))]) for r in ranges]  # front, middle, back
-            crops = [mel[s:s + chunk] for s in starts]
+            crops = [mel[s : s + chunk] for s in starts]
             return np.stack([shrink_time(mel, chunk), *crops]), True
         mel = self.log_mel(pad_waveform(waveform, max_samples, self.padding))
         return (np.stack([mel] * 4) if self.truncation == "fusion" else mel[None]), False
 
-    def __call__(self, waveforms: np.ndarray | Sequence[np.ndarray],
-                 rng: np.random.Generator | int | None = None, *,
-                 mark_one_longer: bool = True) -> Features:
+    def __call__(
+        self,
+        waveforms: np.ndarray | Sequence[np.ndarray],
+        rng: np.random.Generator | int | None = None,
+        *,
+        mark_one_longer: bool = True,
+    ) -> Features:
         """Clips (mono, at `sample_rate`; a [B, samples] array or a list of 1-D arrays of any
         lengths) -> Features. `rng`: a Generator or seed for the crops (None: fresh entropy).
         `mark_one_longer`: transformers' fusion-mode quirk of flagging one random clip as longer

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mats_jax.clap.model import CLAP, FAMILIES, STATE_KINDS, ClapConfig, embed_text_fn
 from mats_jax.clap.caption_tokens import msclap_tokenize
+from mats_jax.clap.model import CLAP, FAMILIES, STATE_KINDS, ClapConfig, embed_text_fn
 from mats_jax.models import store
 from mats_jax.models.params import create_jitted, load_params
 from mats_jax.runtime.fileio import ModelFileError
@@ -40,11 +40,18 @@ def abstract_clap(config: ClapConfig, **dtypes) -> CLAP:
     return nnx.eval_shape(lambda: CLAP(config, rngs=nnx.Rngs(0), **dtypes))
 
 
-def build_clap(config: ClapConfig, params: Mapping[str, np.ndarray], *, source: str,
-               dtype=jnp.float32, param_dtype=jnp.float32) -> CLAP:
+def build_clap(
+    config: ClapConfig,
+    params: Mapping[str, np.ndarray],
+    *,
+    source: str,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+) -> CLAP:
     """A CLAP holding `params` (keys and shapes checked first); nothing is randomly initialised."""
-    model = load_params(abstract_clap(config, dtype=dtype, param_dtype=param_dtype), params, source,
-                        STATE_KINDS)
+    model = load_params(
+        abstract_clap(config, dtype=dtype, param_dtype=param_dtype), params, source, STATE_KINDS
+    )
     # eval_shape left the dropout RNG streams abstract: give them real ones
     for projection in (model.audio_projection, model.text_projection):
         if hasattr(projection, "dropout"):  # msclap's Projection (LAION's MLP has none)
@@ -56,7 +63,9 @@ def load_clap(path: str | Path, *, dtype=jnp.float32, param_dtype=jnp.float32) -
     """A ready CLAP from a mats_jax checkpoint folder (`python -m mats_jax.convert clap`)."""
     family, config, params = store.load_model(path)
     if family not in FAMILIES:
-        raise ModelFileError(f"{path}: holds a {family!r} model, not a CLAP ({', '.join(FAMILIES)})")
+        raise ModelFileError(
+            f"{path}: holds a {family!r} model, not a CLAP ({', '.join(FAMILIES)})"
+        )
     try:
         clap_config = ClapConfig.from_dict(config)
     except (TypeError, ValueError) as e:

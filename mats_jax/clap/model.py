@@ -44,18 +44,21 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mats_jax.clap import laion_features
+from mats_jax.clap.htsat import HTSAT, HTSATConfig, HTSATOutput
 from mats_jax.clap.msclap_features import LogMel
+from mats_jax.clap.roberta import RoBERTa, RobertaConfig
 from mats_jax.config import dataclass_fields
 from mats_jax.models.gpt2 import GPT2, GPT2Config
-from mats_jax.clap.htsat import HTSAT, HTSATConfig, HTSATOutput
 from mats_jax.models.layers import LayerNorm, Linear, l2_normalize, param
 from mats_jax.models.registry import Family, register
-from mats_jax.clap.roberta import RoBERTa, RobertaConfig
 
 MSCLAP_2023 = "clap-msclap-2023"  # family names, as `mats_jax.models.registry` knows them
 LAION = "clap-laion"
 FAMILIES = (MSCLAP_2023, LAION)
-_EARLIER_SPELLINGS = {"msclap-2023": MSCLAP_2023, "laion": LAION}  # in folders written before the registry
+_EARLIER_SPELLINGS = {
+    "msclap-2023": MSCLAP_2023,
+    "laion": LAION,
+}  # in folders written before the registry
 STATE_KINDS = (nnx.Param, nnx.BatchStat)  # what a CLAP checkpoint holds (bn0 statistics included)
 TEXT_ENCODERS = ("gpt2", "roberta")
 TEXT_CONFIGS = {"gpt2": GPT2Config, "roberta": RobertaConfig}
@@ -98,25 +101,47 @@ class ClapConfig:
             raise ValueError(f"text_encoder {self.text_encoder!r} is not supported {TEXT_ENCODERS}")
         expected = "roberta" if self.family == LAION else "gpt2"
         if self.text_encoder != expected:
-            raise ValueError(f"the {self.family} family has a {expected} text tower, not {self.text_encoder!r}")
+            raise ValueError(
+                f"the {self.family} family has a {expected} text tower, not {self.text_encoder!r}"
+            )
         if not isinstance(self.text, TEXT_CONFIGS[self.text_encoder]):
-            raise ValueError(f"text_encoder {self.text_encoder!r} needs a {TEXT_CONFIGS[self.text_encoder].__name__}")
+            raise ValueError(
+                f"text_encoder {self.text_encoder!r} needs a "
+                f"{TEXT_CONFIGS[self.text_encoder].__name__}"
+            )
         if self.family == LAION:
             if self.truncation not in laion_features.TRUNCATIONS:
                 raise ValueError(f"truncation must be one of {laion_features.TRUNCATIONS}")
             if (self.truncation == "fusion") != self.audio.fusion:
-                raise ValueError("truncation 'fusion' goes with a fused audio tower (audio.fusion) and only with it")
+                raise ValueError(
+                    "truncation 'fusion' goes with a fused audio tower (audio.fusion) "
+                    "and only with it"
+                )
 
     @classmethod
-    def laion(cls, fusion: bool = False, **overrides) -> "ClapConfig":
+    def laion(cls, fusion: bool = False, **overrides) -> ClapConfig:
         """transformers' `ClapConfig()` defaults (HTSAT-tiny, roberta-base, 512-d) and its
         feature extractor's (48 kHz, 10 s, fmin 0, fmax 14000, repeatpad)."""
-        defaults = dict(family=LAION, sample_rate=48000, duration=10.0, n_fft=1024, hop_length=480,
-                        mel_bins=64, mel_sample_rate=48000, fmin=0.0, fmax=14000.0,
-                        truncation="fusion" if fusion else "rand_trunc", padding="repeatpad",
-                        audio=HTSATConfig(tscam=False, fusion=fusion), text_encoder="roberta",
-                        text=RobertaConfig(), text_len=77, pad_token_id=1, projection_dim=512,
-                        projection_dropout=0.0)
+        defaults = dict(
+            family=LAION,
+            sample_rate=48000,
+            duration=10.0,
+            n_fft=1024,
+            hop_length=480,
+            mel_bins=64,
+            mel_sample_rate=48000,
+            fmin=0.0,
+            fmax=14000.0,
+            truncation="fusion" if fusion else "rand_trunc",
+            padding="repeatpad",
+            audio=HTSATConfig(tscam=False, fusion=fusion),
+            text_encoder="roberta",
+            text=RobertaConfig(),
+            text_len=77,
+            pad_token_id=1,
+            projection_dim=512,
+            projection_dropout=0.0,
+        )
         return cls(**(defaults | overrides))
 
     @property
@@ -143,9 +168,11 @@ class ClapConfig:
         return d | {"audio": self.audio.to_dict(), "text": dataclasses.asdict(self.text)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ClapConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ClapConfig:
         d = dataclass_fields(cls, d, "CLAP")
-        d["family"] = _EARLIER_SPELLINGS.get(d.get("family", MSCLAP_2023), d.get("family", MSCLAP_2023))
+        d["family"] = _EARLIER_SPELLINGS.get(
+            d.get("family", MSCLAP_2023), d.get("family", MSCLAP_2023)
+        )
         if "audio" in d:
             d["audio"] = HTSATConfig.from_dict(d["audio"])
         if "text" in d:
@@ -153,7 +180,9 @@ class ClapConfig:
         return cls(**d)
 
     @classmethod
-    def from_hf(cls, hf_config: dict[str, Any], preprocessor: dict[str, Any] | None = None) -> "ClapConfig":
+    def from_hf(
+        cls, hf_config: dict[str, Any], preprocessor: dict[str, Any] | None = None
+    ) -> ClapConfig:
         """A LAION config from a transformers `ClapModel` config.json dict (and, if the folder
         has one, its preprocessor_config.json). Missing entries take transformers' defaults;
         variants this port does not implement raise ValueError."""
@@ -166,7 +195,10 @@ class ClapConfig:
             "projection_hidden_act": (act, "relu"),
             "enable_patch_layer_norm": (audio.get("enable_patch_layer_norm", True), True),
             "flatten_patch_embeds": (audio.get("flatten_patch_embeds", True), True),
-            "patch_stride": (_pair(audio.get("patch_stride", 4)), _pair(audio.get("patch_size", 4))),
+            "patch_stride": (
+                _pair(audio.get("patch_stride", 4)),
+                _pair(audio.get("patch_size", 4)),
+            ),
         }
         for name, (value, wanted) in unsupported.items():
             if value != wanted:
@@ -178,25 +210,48 @@ class ClapConfig:
         if patch[0] != patch[1]:
             raise ValueError(f"non-square patch_size {patch} is not supported")
         htsat = HTSATConfig(
-            mel_bins=audio.get("num_mel_bins", 64), spec_size=audio.get("spec_size", 256),
-            patch_size=patch[0], in_channels=audio.get("patch_embed_input_channels", 1),
+            mel_bins=audio.get("num_mel_bins", 64),
+            spec_size=audio.get("spec_size", 256),
+            patch_size=patch[0],
+            in_channels=audio.get("patch_embed_input_channels", 1),
             embed_dim=audio.get("patch_embeds_hidden_size", 96),
             depths=tuple(audio.get("depths", (2, 2, 6, 2))),
             num_heads=tuple(audio.get("num_attention_heads", (4, 8, 16, 32))),
-            window_size=audio.get("window_size", 8), mlp_ratio=audio.get("mlp_ratio", 4.0),
-            qkv_bias=audio.get("qkv_bias", True), layer_norm_eps=audio.get("layer_norm_eps", 1e-5),
-            tscam=False, fusion=fusion, fusion_reduction=audio.get("aff_block_r", 4))
+            window_size=audio.get("window_size", 8),
+            mlp_ratio=audio.get("mlp_ratio", 4.0),
+            qkv_bias=audio.get("qkv_bias", True),
+            layer_norm_eps=audio.get("layer_norm_eps", 1e-5),
+            tscam=False,
+            fusion=fusion,
+            fusion_reduction=audio.get("aff_block_r", 4),
+        )
         if audio.get("hidden_size", htsat.num_features) != htsat.num_features:
-            raise ValueError(f"audio hidden_size {audio['hidden_size']} != HTSAT features {htsat.num_features}")
+            raise ValueError(
+                f"audio hidden_size {audio['hidden_size']} != HTSAT features {htsat.num_features}"
+            )
         extractor = laion_features.FeatureExtractor.from_hf(
-            preprocessor if preprocessor is not None else {"truncation": "fusion" if fusion else "rand_trunc"})
+            preprocessor
+            if preprocessor is not None
+            else {"truncation": "fusion" if fusion else "rand_trunc"}
+        )
         roberta = RobertaConfig.from_hf(text)
         return cls.laion(
-            fusion=fusion, sample_rate=extractor.sample_rate, duration=float(extractor.max_seconds),
-            n_fft=extractor.n_fft, hop_length=extractor.hop_length, mel_bins=extractor.mel_bins,
-            mel_sample_rate=extractor.sample_rate, fmin=float(extractor.fmin), fmax=float(extractor.fmax),
-            truncation=extractor.truncation, padding=extractor.padding, audio=htsat, text=roberta,
-            pad_token_id=roberta.pad_token_id, projection_dim=hf_config.get("projection_dim", 512))
+            fusion=fusion,
+            sample_rate=extractor.sample_rate,
+            duration=float(extractor.max_seconds),
+            n_fft=extractor.n_fft,
+            hop_length=extractor.hop_length,
+            mel_bins=extractor.mel_bins,
+            mel_sample_rate=extractor.sample_rate,
+            fmin=float(extractor.fmin),
+            fmax=float(extractor.fmax),
+            truncation=extractor.truncation,
+            padding=extractor.padding,
+            audio=htsat,
+            text=roberta,
+            pad_token_id=roberta.pad_token_id,
+            projection_dim=hf_config.get("projection_dim", 512),
+        )
 
 
 def _pair(x) -> tuple[int, int]:
@@ -204,28 +259,43 @@ def _pair(x) -> tuple[int, int]:
 
 
 class Projection(nnx.Module):
-    """msclap's head: e1 = linear1(x); e2 = dropout(linear2(gelu(e1))); LayerNorm(e1 + e2). No biases."""
+    """msclap's head: e1 = linear1(x); e2 = dropout(linear2(gelu(e1))); LayerNorm(e1 + e2).
+    No biases.
+    """
 
-    def __init__(self, d_in: int, d_out: int, *, dropout: float, eps: float, dtype=jnp.float32,
-                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        *,
+        dropout: float,
+        eps: float,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.linear1 = Linear(d_in, d_out, axes=("embed", "joint"), **kw)
         self.linear2 = Linear(d_out, d_out, axes=("joint_in", "joint"), **kw)
-        self.layer_norm = LayerNorm(d_out, eps=eps, axis_name="joint", dtype=dtype,
-                                    param_dtype=param_dtype)
+        self.layer_norm = LayerNorm(
+            d_out, eps=eps, axis_name="joint", dtype=dtype, param_dtype=param_dtype
+        )
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
         e1 = self.linear1(x)
-        e2 = self.dropout(self.linear2(jax.nn.gelu(e1, approximate=False)), deterministic=deterministic)
+        e2 = self.dropout(
+            self.linear2(jax.nn.gelu(e1, approximate=False)), deterministic=deterministic
+        )
         return self.layer_norm(e1 + e2)
 
 
 class MLPProjection(nnx.Module):
     """LAION's head: linear2(relu(linear1(x))), both with biases (normalised by the caller)."""
 
-    def __init__(self, d_in: int, d_out: int, *, dtype=jnp.float32, param_dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, d_in: int, d_out: int, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs
+    ):
         kw = dict(use_bias=True, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.linear1 = Linear(d_in, d_out, axes=("embed", "joint"), **kw)
         self.linear2 = Linear(d_out, d_out, axes=("joint_in", "joint"), **kw)
@@ -235,8 +305,14 @@ class MLPProjection(nnx.Module):
 
 
 class CLAP(nnx.Module):
-    def __init__(self, config: ClapConfig = ClapConfig(), *, dtype=jnp.float32,
-                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        config: ClapConfig = ClapConfig(),
+        *,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         self.config, self.dtype = config, dtype
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         if config.family == LAION:
@@ -250,15 +326,22 @@ class CLAP(nnx.Module):
             return
         proj = dict(dropout=config.projection_dropout, eps=config.layer_norm_eps, **kw)
         # the front end stays in float32 (dB of a power spectrum)
-        self.audio_frontend = LogMel(n_fft=config.n_fft, hop_length=config.hop_length,
-                                     mel_bins=config.mel_bins, mel_sample_rate=config.mel_sample_rate,
-                                     fmin=config.fmin, fmax=config.fmax, rngs=rngs)
+        self.audio_frontend = LogMel(
+            n_fft=config.n_fft,
+            hop_length=config.hop_length,
+            mel_bins=config.mel_bins,
+            mel_sample_rate=config.mel_sample_rate,
+            fmin=config.fmin,
+            fmax=config.fmax,
+            rngs=rngs,
+        )
         self.audio_encoder = HTSAT(config.audio, **kw)
         self.audio_projection = Projection(config.audio_dim, config.projection_dim, **proj)
         self.text_encoder = GPT2(config.text, **kw)
         self.text_projection = Projection(config.text_dim, config.projection_dim, **proj)
-        self.logit_scale = param(rngs, nnx.initializers.constant(math.log(1 / 0.07)), (),
-                                 jnp.float32, ())
+        self.logit_scale = param(
+            rngs, nnx.initializers.constant(math.log(1 / 0.07)), (), jnp.float32, ()
+        )
 
     @property
     def laion(self) -> bool:
@@ -271,7 +354,9 @@ class CLAP(nnx.Module):
         if self.laion:
             c = self.config
             filters = c.feature_extractor.mel_filters()
-            return laion_features.log_mel_jax(waveform, filters, n_fft=c.n_fft, hop_length=c.hop_length)
+            return laion_features.log_mel_jax(
+                waveform, filters, n_fft=c.n_fft, hop_length=c.hop_length
+            )
         return self.audio_frontend(waveform)
 
     def audio_features(self, waveform: jax.Array) -> jax.Array:
@@ -286,7 +371,9 @@ class CLAP(nnx.Module):
         """HTSAT outputs (latent, token grid, AudioSet clipwise/framewise probabilities)."""
         return self.audio_encoder(self.audio_features(waveform))
 
-    def encode_audio_features(self, features: jax.Array, is_longer: jax.Array | None = None) -> HTSATOutput:
+    def encode_audio_features(
+        self, features: jax.Array, is_longer: jax.Array | None = None
+    ) -> HTSATOutput:
         """HTSAT on precomputed features: msclap log-mel [B, frames, mel]; LAION
         `FeatureExtractor` output [B, channels, frames, mel] and its is_longer [B] (fusion)."""
         return self.audio_encoder(features, is_longer)
@@ -295,15 +382,17 @@ class CLAP(nnx.Module):
         embedding = self.audio_projection(latent, deterministic=deterministic)
         return l2_normalize(embedding) if self.laion else embedding
 
-    def embed_audio(self, waveform: jax.Array, *, deterministic: bool = True
-                    ) -> tuple[jax.Array, jax.Array]:
+    def embed_audio(
+        self, waveform: jax.Array, *, deterministic: bool = True
+    ) -> tuple[jax.Array, jax.Array]:
         """[B, samples] (msclap: 7 s at 44.1 kHz; LAION: 10 s at 48 kHz) -> (embedding, latent):
         msclap [B, 1024] not normalised; LAION [B, 512] L2-normalised; latent [B, 768]."""
         latent = self.encode_audio(waveform).latent
         return self._project_audio(latent, deterministic), latent
 
-    def embed_audio_features(self, features: jax.Array, is_longer: jax.Array | None = None, *,
-                             deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+    def embed_audio_features(
+        self, features: jax.Array, is_longer: jax.Array | None = None, *, deterministic: bool = True
+    ) -> tuple[jax.Array, jax.Array]:
         """`embed_audio` from precomputed features (see `encode_audio_features`)."""
         latent = self.encode_audio_features(features, is_longer).latent
         return self._project_audio(latent, deterministic), latent
@@ -314,7 +403,9 @@ class CLAP(nnx.Module):
         index = jnp.sum(token_ids != self.config.pad_token_id, axis=-1) - 1
         return jnp.where(index < 0, index + token_ids.shape[-1], index)
 
-    def text_features(self, token_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
+    def text_features(
+        self, token_ids: jax.Array, attention_mask: jax.Array | None = None
+    ) -> jax.Array:
         """[B, T] ids (right-padded with the pad id) -> pooled text state [B, 768].
 
         msclap: GPT-2 state at `pool_index` (the mask is not needed: causal attention and right
@@ -327,12 +418,18 @@ class CLAP(nnx.Module):
         index = self.pool_index(token_ids)
         return jnp.take_along_axis(hidden, index[:, None, None], axis=1)[:, 0]
 
-    def embed_text(self, token_ids: jax.Array, attention_mask: jax.Array | None = None, *,
-                   deterministic: bool = True) -> jax.Array:
+    def embed_text(
+        self,
+        token_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+    ) -> jax.Array:
         """[B, text_len] token ids -> embedding: msclap [B, 1024] not normalised; LAION [B, 512]
         L2-normalised."""
-        embedding = self.text_projection(self.text_features(token_ids, attention_mask),
-                                         deterministic=deterministic)
+        embedding = self.text_projection(
+            self.text_features(token_ids, attention_mask), deterministic=deterministic
+        )
         return l2_normalize(embedding) if self.laion else embedding
 
     # both --------------------------------------------------------------------------------
@@ -348,6 +445,7 @@ class CLAP(nnx.Module):
 
 # Jitted entry points taking (graphdef, state): one compilation per model structure and input
 # shape, shared by every caller in the process.
+
 
 @functools.partial(jax.jit, static_argnums=0)
 def _embed_audio(graphdef, state, waveform):
@@ -373,13 +471,17 @@ def embed_audio_fn(model: CLAP):
 def embed_audio_features_fn(model: CLAP):
     """A jitted `(features, is_longer=None) -> (embedding, latent)` for eval-mode use of `model`."""
     graphdef, state = nnx.split(model)
-    return lambda features, is_longer=None: _embed_audio_features(graphdef, state, features, is_longer)
+    return lambda features, is_longer=None: _embed_audio_features(
+        graphdef, state, features, is_longer
+    )
 
 
 def embed_text_fn(model: CLAP):
     """A jitted `(token_ids, attention_mask=None) -> embedding` for eval-mode use of `model`."""
     graphdef, state = nnx.split(model)
-    return lambda token_ids, attention_mask=None: _embed_text(graphdef, state, token_ids, attention_mask)
+    return lambda token_ids, attention_mask=None: _embed_text(
+        graphdef, state, token_ids, attention_mask
+    )
 
 
 for _name in FAMILIES:

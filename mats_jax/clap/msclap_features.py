@@ -37,11 +37,14 @@ def stft_matrices(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mel_bank(sample_rate: int, n_fft: int, mel_bins: int, fmin: float, fmax: float) -> np.ndarray:
-    """[n_fft//2+1, mel_bins] Slaney mel filters (librosa's defaults, as torchlibrosa builds melW)."""
+    """[n_fft//2+1, mel_bins] Slaney mel filters (librosa's defaults, as torchlibrosa builds
+    melW).
+    """
     import librosa  # heavy import, only when a model is built from scratch
 
-    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=mel_bins, fmin=fmin,
-                               fmax=fmax).T.astype(np.float32)
+    return librosa.filters.mel(
+        sr=sample_rate, n_fft=n_fft, n_mels=mel_bins, fmin=fmin, fmax=fmax
+    ).T.astype(np.float32)
 
 
 def frame(signal: jax.Array, n_fft: int, hop: int) -> jax.Array:
@@ -52,26 +55,51 @@ def frame(signal: jax.Array, n_fft: int, hop: int) -> jax.Array:
     needed = (frames + taps - 1) * hop
     signal = jnp.pad(signal, ((0, 0), (0, max(0, needed - n))))[:, :needed]
     chunks = signal.reshape(b, frames + taps - 1, hop)
-    out = jnp.concatenate([chunks[:, i:i + frames] for i in range(taps)], axis=-1)
+    out = jnp.concatenate([chunks[:, i : i + frames] for i in range(taps)], axis=-1)
     return out[..., :n_fft]
 
 
 class LogMel(nnx.Module):
     """Log-mel spectrogram with the STFT and mel matrices as (frozen) parameters."""
 
-    def __init__(self, *, n_fft: int = 1024, hop_length: int = 320, mel_bins: int = 64,
-                 mel_sample_rate: int = 32000, fmin: float = 50.0, fmax: float = 14000.0,
-                 amin: float = 1e-10, param_dtype=jnp.float32, rngs: nnx.Rngs | None = None):
+    def __init__(
+        self,
+        *,
+        n_fft: int = 1024,
+        hop_length: int = 320,
+        mel_bins: int = 64,
+        mel_sample_rate: int = 32000,
+        fmin: float = 50.0,
+        fmax: float = 14000.0,
+        amin: float = 1e-10,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs | None = None,
+    ):
         self.n_fft, self.hop_length, self.amin = n_fft, hop_length, amin
         bins = n_fft // 2 + 1
         real, imag = stft_matrices(n_fft)
-        self.stft_real = param(rngs, lambda *_: jnp.asarray(real, param_dtype), (n_fft, bins),
-                               param_dtype, ("window", "frequency"))
-        self.stft_imag = param(rngs, lambda *_: jnp.asarray(imag, param_dtype), (n_fft, bins),
-                               param_dtype, ("window", "frequency"))
+        self.stft_real = param(
+            rngs,
+            lambda *_: jnp.asarray(real, param_dtype),
+            (n_fft, bins),
+            param_dtype,
+            ("window", "frequency"),
+        )
+        self.stft_imag = param(
+            rngs,
+            lambda *_: jnp.asarray(imag, param_dtype),
+            (n_fft, bins),
+            param_dtype,
+            ("window", "frequency"),
+        )
         mel = mel_bank(mel_sample_rate, n_fft, mel_bins, fmin, fmax)
-        self.mel_filters = param(rngs, lambda *_: jnp.asarray(mel, param_dtype), (bins, mel_bins),
-                                 param_dtype, ("frequency", "mel"))
+        self.mel_filters = param(
+            rngs,
+            lambda *_: jnp.asarray(mel, param_dtype),
+            (bins, mel_bins),
+            param_dtype,
+            ("frequency", "mel"),
+        )
 
     def num_frames(self, num_samples: int) -> int:
         return 1 + num_samples // self.hop_length
@@ -81,13 +109,16 @@ class LogMel(nnx.Module):
         pad = self.n_fft // 2
         x = jnp.pad(waveform.astype(jnp.float32), ((0, 0), (pad, pad)), mode="reflect")
         frames = frame(x, self.n_fft, self.hop_length)
-        dft = jnp.concatenate([self.stft_real[...], self.stft_imag[...]], axis=1).astype(jnp.float32)
+        dft = jnp.concatenate([self.stft_real[...], self.stft_imag[...]], axis=1).astype(
+            jnp.float32
+        )
         spec = frames @ dft
         real, imag = jnp.split(spec, 2, axis=-1)
         return real * real + imag * imag
 
     def __call__(self, waveform: jax.Array) -> jax.Array:
         """[B, N] waveform -> [B, 1 + N // hop, mel_bins] log-mel in dB (float32)."""
+
         def log_mel(wave):
             mel = self.power_spectrogram(wave) @ self.mel_filters[...].astype(jnp.float32)
             return 10.0 * jnp.log10(jnp.maximum(mel, self.amin))

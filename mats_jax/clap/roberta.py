@@ -38,7 +38,7 @@ class RobertaConfig:
     pad_token_id: int = 1
 
     @classmethod
-    def from_hf(cls, hf: dict[str, Any]) -> "RobertaConfig":
+    def from_hf(cls, hf: dict[str, Any]) -> RobertaConfig:
         """From a transformers text config dict (RobertaConfig / ClapTextConfig)."""
         act = hf.get("hidden_act", "gelu")
         if act != "gelu":
@@ -84,39 +84,60 @@ class RobertaLayer(nnx.Module):
 
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
         x = self.attention_norm(x + self.attention(x, mask))
-        return self.output_norm(x + self.output(jax.nn.gelu(self.intermediate(x), approximate=False)))
+        return self.output_norm(
+            x + self.output(jax.nn.gelu(self.intermediate(x), approximate=False))
+        )
 
 
 class RoBERTa(nnx.Module):
-    def __init__(self, config: RobertaConfig = RobertaConfig(), *, dtype=jnp.float32,
-                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        config: RobertaConfig = RobertaConfig(),
+        *,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         self.config, self.dtype = config, dtype
         d = config.hidden_size
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         self.word_embeddings = Embed(config.vocab_size, d, axes=("vocab", "embed"), rngs=rngs, **kw)
-        self.position_embeddings = Embed(config.max_position_embeddings, d, axes=("positions", "embed"),
-                                         rngs=rngs, **kw)
-        self.token_type_embeddings = Embed(config.type_vocab_size, d, axes=("token_types", "embed"),
-                                           rngs=rngs, **kw)
+        self.position_embeddings = Embed(
+            config.max_position_embeddings, d, axes=("positions", "embed"), rngs=rngs, **kw
+        )
+        self.token_type_embeddings = Embed(
+            config.type_vocab_size, d, axes=("token_types", "embed"), rngs=rngs, **kw
+        )
         self.embeddings_norm = LayerNorm(d, eps=config.layer_norm_eps, **kw)
-        self.layers = nnx.List([RobertaLayer(config, rngs=rngs, **kw) for _ in range(config.num_hidden_layers)])
+        self.layers = nnx.List(
+            [RobertaLayer(config, rngs=rngs, **kw) for _ in range(config.num_hidden_layers)]
+        )
         self.pooler = Linear(d, d, axes=("embed_in", "embed"), use_bias=True, rngs=rngs, **kw)
 
     def position_ids(self, token_ids: jax.Array) -> jax.Array:
-        """pad + rank among non-pad tokens for real tokens, pad for pads (fairseq's make_positions)."""
+        """pad + rank among non-pad tokens for real tokens, pad for pads (fairseq's
+        make_positions).
+        """
         pad = self.config.pad_token_id
         real = (token_ids != pad).astype(jnp.int32)
         return jnp.cumsum(real, axis=-1) * real + pad
 
-    def hidden_states(self, token_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
+    def hidden_states(
+        self, token_ids: jax.Array, attention_mask: jax.Array | None = None
+    ) -> jax.Array:
         """[B, T] ids (and optional [B, T] 0/1 mask) -> last hidden state [B, T, d]."""
-        x = (self.word_embeddings(token_ids) + self.token_type_embeddings(jnp.zeros_like(token_ids))
-             + self.position_embeddings(self.position_ids(token_ids)))
+        x = (
+            self.word_embeddings(token_ids)
+            + self.token_type_embeddings(jnp.zeros_like(token_ids))
+            + self.position_embeddings(self.position_ids(token_ids))
+        )
         x = self.embeddings_norm(x)
         if attention_mask is None:
             attention_mask = jnp.ones(token_ids.shape, bool)
-        mask = jnp.broadcast_to(attention_mask.astype(bool)[:, None, :],
-                                (token_ids.shape[0], token_ids.shape[1], token_ids.shape[1]))
+        mask = jnp.broadcast_to(
+            attention_mask.astype(bool)[:, None, :],
+            (token_ids.shape[0], token_ids.shape[1], token_ids.shape[1]),
+        )
         for layer in self.layers:
             x = layer(x, mask)
         return x
@@ -125,8 +146,9 @@ class RoBERTa(nnx.Module):
         """RoBERTa's pooler: tanh(dense(first token))."""
         return jnp.tanh(self.pooler(hidden[:, 0]))
 
-    def __call__(self, token_ids: jax.Array, attention_mask: jax.Array | None = None
-                 ) -> tuple[jax.Array, jax.Array]:
+    def __call__(
+        self, token_ids: jax.Array, attention_mask: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
         """-> (last hidden state [B, T, d], pooled [B, d])."""
         hidden = self.hidden_states(token_ids, attention_mask)
         return hidden, self.pool(hidden)

@@ -38,7 +38,7 @@ class TextEmbeddings:
         self.row = {text: i for i, text in enumerate(texts)}
 
     @classmethod
-    def load(cls, folder: str | Path) -> "TextEmbeddings":
+    def load(cls, folder: str | Path) -> TextEmbeddings:
         folder = Path(folder)
         texts = json.loads((folder / TEXTS).read_text())
         return cls(texts, np.load(folder / EMBEDDINGS, mmap_mode="r"))
@@ -50,8 +50,15 @@ class TextEmbeddings:
             raise KeyError(f"text not in the CLAP embedding table: {e.args[0][:80]!r}") from None
 
 
-def build(folder: str | Path, texts: Iterable[str], encoder: Callable[[], tuple[EmbedFn, Tokenize]],
-          *, mesh: Mesh, batch_size: int = 64, chunk_batches: int = 16) -> TextEmbeddings:
+def build(
+    folder: str | Path,
+    texts: Iterable[str],
+    encoder: Callable[[], tuple[EmbedFn, Tokenize]],
+    *,
+    mesh: Mesh,
+    batch_size: int = 64,
+    chunk_batches: int = 16,
+) -> TextEmbeddings:
     """Embed the unique `texts` into `folder` (resuming from finished chunks) and load the table.
 
     `encoder()` gives (embed, tokenize); it is called only when something is left to embed, so a
@@ -66,14 +73,20 @@ def build(folder: str | Path, texts: Iterable[str], encoder: Callable[[], tuple[
     work.mkdir(parents=True, exist_ok=True)
     chunk = batch_size * chunk_batches
     chunks = [work / f"chunk_{i:06d}.npy" for i in range(-(-len(unique) // chunk))]
-    mine = [i for i in range(jax.process_index(), len(chunks), jax.process_count()) if not chunks[i].is_file()]
+    mine = [
+        i
+        for i in range(jax.process_index(), len(chunks), jax.process_count())
+        if not chunks[i].is_file()
+    ]
     if mine:
         _embed_chunks(unique, chunks, mine, chunk, encoder, mesh.local_mesh, batch_size)
     distributed.barrier("text embeddings: chunks")
     if distributed.is_process_zero():
         for path in chunks:
             distributed.wait_for_file(path)
-        table = np.concatenate([np.load(p) for p in chunks]) if chunks else np.zeros((0, 0), np.float32)
+        table = (
+            np.concatenate([np.load(p) for p in chunks]) if chunks else np.zeros((0, 0), np.float32)
+        )
         np.save(work / EMBEDDINGS, table)
         (work / TEXTS).write_text(json.dumps(unique))
         for p in chunks:
@@ -85,32 +98,49 @@ def build(folder: str | Path, texts: Iterable[str], encoder: Callable[[], tuple[
     return TextEmbeddings.load(folder)
 
 
-def for_corpus(corpus_dir: Path, texts: Iterable[str], *, checkpoint: str, seed: int, mesh: Mesh
-               ) -> TextEmbeddings:
+def for_corpus(
+    corpus_dir: Path, texts: Iterable[str], *, checkpoint: str, seed: int, mesh: Mesh
+) -> TextEmbeddings:
     """The table of a prepared corpus's `texts` for the CLAP at `checkpoint` (random weights of
     `seed` if empty), cached beside the corpus; the trainer and the memory bank share it."""
-    return build(corpus_dir / CACHE_FOLDER / cache_name(checkpoint, seed), texts,
-                 lambda: text_encoder(load_clap_or_random(checkpoint, seed=seed)), mesh=mesh)
+    return build(
+        corpus_dir / CACHE_FOLDER / cache_name(checkpoint, seed),
+        texts,
+        lambda: text_encoder(load_clap_or_random(checkpoint, seed=seed)),
+        mesh=mesh,
+    )
 
 
-def _embed_chunks(texts: list[str], paths: list[Path], indices: list[int], chunk: int,
-                  encoder: Callable[[], tuple[EmbedFn, Tokenize]], mesh: Mesh, batch_size: int) -> None:
+def _embed_chunks(
+    texts: list[str],
+    paths: list[Path],
+    indices: list[int],
+    chunk: int,
+    encoder: Callable[[], tuple[EmbedFn, Tokenize]],
+    mesh: Mesh,
+    batch_size: int,
+) -> None:
     """Embeds chunks `indices` of `texts` into `paths`, each written atomically."""
     embed, tokenize = encoder()
     ways = mesh.shape["data"] * mesh.shape["fsdp"]
     batch_size = -(-batch_size // ways) * ways
     sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXES))
-    total = sum(len(texts[i * chunk:(i + 1) * chunk]) for i in indices)
-    with tqdm(total=total, desc="CLAP text embeddings", unit="text", disable=not distributed.is_process_zero()) as progress:
+    total = sum(len(texts[i * chunk : (i + 1) * chunk]) for i in indices)
+    with tqdm(
+        total=total,
+        desc="CLAP text embeddings",
+        unit="text",
+        disable=not distributed.is_process_zero(),
+    ) as progress:
         for i in indices:
-            texts_in_chunk = texts[i * chunk:(i + 1) * chunk]
+            texts_in_chunk = texts[i * chunk : (i + 1) * chunk]
             parts = []
             for b in range(0, len(texts_in_chunk), batch_size):
-                batch = texts_in_chunk[b:b + batch_size]
+                batch = texts_in_chunk[b : b + batch_size]
                 ids = tokenize(batch)
                 padded = np.concatenate([ids, np.repeat(ids[-1:], batch_size - len(batch), 0)])
                 out = embed(jax.device_put(padded, sharding))
-                parts.append(np.asarray(jax.device_get(out))[:len(batch)])
+                parts.append(np.asarray(jax.device_get(out))[: len(batch)])
                 progress.update(len(batch))
             with atomic_file(paths[i]) as tmp:
                 np.save(tmp, np.concatenate(parts).astype(np.float32))

@@ -16,10 +16,9 @@ mats --source SOURCE --out OUT [--config configs/mats_llama.py] [--llm DIR] [--c
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
-
-import importlib.util
 
 import ml_collections
 
@@ -29,25 +28,40 @@ from mats_jax.runtime.cli import reports_input_errors
 
 @reports_input_errors
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mats_jax.convert", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mats_jax.convert",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     llm = commands.add_parser("llm", help="a decoder LLM (LLaMA family, GPT-2)")
     llm.add_argument("source", type=Path)
     llm.add_argument("out", type=Path)
-    llm.add_argument("--add-pad-token", metavar="TOKEN",
-                     help='add a pad token and grow the vocabulary (Vicuna for MATS: "[PAD]")')
+    llm.add_argument(
+        "--add-pad-token",
+        metavar="TOKEN",
+        help='add a pad token and grow the vocabulary (Vicuna for MATS: "[PAD]")',
+    )
     clap = commands.add_parser("clap", help="a CLAP model (msclap 2023, LAION-CLAP)")
-    clap.add_argument("--from", dest="source_format", required=True, choices=CLAP_FORMATS,
-                      help="format of --source (msclap: CLAP_weights_2023.pth; hf: a transformers "
-                           "ClapModel folder)")
+    clap.add_argument(
+        "--from",
+        dest="source_format",
+        required=True,
+        choices=CLAP_FORMATS,
+        help="format of --source (msclap: CLAP_weights_2023.pth; hf: a transformers "
+        "ClapModel folder)",
+    )
     clap.add_argument("--source", type=Path, required=True)
     clap.add_argument("--out", type=Path, required=True)
     mats = commands.add_parser("mats", help="an original MATS checkpoint (.pth) -> a workdir")
     mats.add_argument("--source", type=Path, required=True)
     mats.add_argument("--out", type=Path, required=True)
-    mats.add_argument("--config", type=Path, default=Path("configs/mats_llama.py"),
-                      help="the architecture of the imported checkpoint")
+    mats.add_argument(
+        "--config",
+        type=Path,
+        default=Path("configs/mats_llama.py"),
+        help="the architecture of the imported checkpoint",
+    )
     mats.add_argument("--llm", help="LLM checkpoint (overrides the config's llm.checkpoint)")
     mats.add_argument("--clap", help="CLAP checkpoint (overrides the config's clap.checkpoint)")
     args = parser.parse_args(argv)

@@ -178,8 +178,9 @@ def _weight_files(folder: Path) -> list[Path]:
     raise ModelFileError(f"{folder}: no weights (looked for {names})")
 
 
-def read_torch_state(path: str | os.PathLike, *, key: str | None = None, dtype: Any = None
-                     ) -> dict[str, np.ndarray]:
+def read_torch_state(
+    path: str | os.PathLike, *, key: str | None = None, dtype: Any = None
+) -> dict[str, np.ndarray]:
     """A PyTorch state dict file (or its entry `key`, e.g. "model" of an msclap or MATS .pth) as
     numpy; loaded with weights_only=True, so no code from the file runs."""
     import torch  # only PyTorch files need torch
@@ -191,7 +192,9 @@ def read_torch_state(path: str | os.PathLike, *, key: str | None = None, dtype: 
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and torch errors alike
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelFileError(f"{path}: cannot be read by torch.load(weights_only=True): {first}") from None
+        raise ModelFileError(
+            f"{path}: cannot be read by torch.load(weights_only=True): {first}"
+        ) from None
     if key is not None:
         if not isinstance(state, Mapping) or not isinstance(state.get(key), Mapping):
             found = sorted(state)[:5] if isinstance(state, Mapping) else type(state).__name__

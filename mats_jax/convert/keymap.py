@@ -99,12 +99,12 @@ class KeyMap:
     rules: tuple[Rule | Concat, ...]
     ignore: tuple[str, ...] = ()
 
-    def nest(self, flax_prefix: str) -> "KeyMap":
+    def nest(self, flax_prefix: str) -> KeyMap:
         """The same map for a model held at `flax_prefix` inside a bigger one (e.g. "llm.")."""
         rules = tuple(dataclasses.replace(r, flax=flax_prefix + r.flax) for r in self.rules)
         return KeyMap(rules, self.ignore)
 
-    def __add__(self, other: "KeyMap") -> "KeyMap":
+    def __add__(self, other: KeyMap) -> KeyMap:
         return KeyMap(self.rules + other.rules, self.ignore + other.ignore)
 
     def to_flax(self, tensors: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
@@ -126,7 +126,9 @@ class KeyMap:
             if len(found) != len(rule.torch):
                 absent = [n for i, n in enumerate(rule.torch_names(target)) if i not in found]
                 raise ModelFileError(f"{source}: missing key {absent[0]!r} ({len(absent)} missing)")
-            out[target] = rule.transform(np.concatenate([found[i] for i in range(len(found))], rule.axis))
+            out[target] = rule.transform(
+                np.concatenate([found[i] for i in range(len(found))], rule.axis)
+            )
         return out
 
     def to_torch(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -138,8 +140,12 @@ class KeyMap:
             array = rule.to_torch_layout(np.asarray(value))
             if isinstance(rule, Concat):
                 pieces = np.split(array, len(rule.torch), axis=rule.axis)
-                out.update({name: np.ascontiguousarray(piece)
-                            for name, piece in zip(rule.torch_names(key), pieces)})
+                out.update(
+                    {
+                        name: np.ascontiguousarray(piece)
+                        for name, piece in zip(rule.torch_names(key), pieces)
+                    }
+                )
             else:
                 out[target] = array
         return out

@@ -28,16 +28,22 @@ from mats_jax.runtime.fileio import ModelFileError
 
 def llama_keymap(prefix: str = "model.", lm_head: str = "lm_head.") -> KeyMap:
     layer = f"{prefix}layers.*."
-    linears = [f"self_attn.{p}_proj" for p in "qkvo"] + [f"mlp.{p}_proj" for p in ("gate", "up", "down")]
-    rules = [Rule(f"{prefix}embed_tokens.weight", "embed_tokens.embedding"),
-             Rule(f"{prefix}norm.weight", "norm.scale"),
-             Rule(f"{lm_head}weight", "lm_head.kernel", transpose)]
+    linears = [f"self_attn.{p}_proj" for p in "qkvo"] + [
+        f"mlp.{p}_proj" for p in ("gate", "up", "down")
+    ]
+    rules = [
+        Rule(f"{prefix}embed_tokens.weight", "embed_tokens.embedding"),
+        Rule(f"{prefix}norm.weight", "norm.scale"),
+        Rule(f"{lm_head}weight", "lm_head.kernel", transpose),
+    ]
     for name in linears:
-        rules += [Rule(f"{layer}{name}.weight", f"layers.*.{name}.kernel", transpose),
-                  Rule(f"{layer}{name}.bias", f"layers.*.{name}.bias"),
-                  # peft's adapter names, as in MATS checkpoints
-                  Rule(f"{layer}{name}.lora_A.default.weight", f"layers.*.{name}.lora_a", transpose),
-                  Rule(f"{layer}{name}.lora_B.default.weight", f"layers.*.{name}.lora_b", transpose)]
+        rules += [
+            Rule(f"{layer}{name}.weight", f"layers.*.{name}.kernel", transpose),
+            Rule(f"{layer}{name}.bias", f"layers.*.{name}.bias"),
+            # peft's adapter names, as in MATS checkpoints
+            Rule(f"{layer}{name}.lora_A.default.weight", f"layers.*.{name}.lora_a", transpose),
+            Rule(f"{layer}{name}.lora_B.default.weight", f"layers.*.{name}.lora_b", transpose),
+        ]
     for norm in ("input_layernorm", "post_attention_layernorm"):
         rules.append(Rule(f"{layer}{norm}.weight", f"layers.*.{norm}.scale"))
     return KeyMap(tuple(rules), ignore=(f"{layer}self_attn.rotary_emb.inv_freq",))
@@ -46,32 +52,49 @@ def llama_keymap(prefix: str = "model.", lm_head: str = "lm_head.") -> KeyMap:
 def gpt2_keymap(prefix: str = "transformer.") -> KeyMap:
     """GPT-2's Conv1D weights are already [in, out]: every rule is a rename."""
     block = f"{prefix}h.*."
-    rules = [Rule(f"{prefix}wte.weight", "wte.embedding"), Rule(f"{prefix}wpe.weight", "wpe.embedding")]
+    rules = [
+        Rule(f"{prefix}wte.weight", "wte.embedding"),
+        Rule(f"{prefix}wpe.weight", "wpe.embedding"),
+    ]
     norms = {f"{prefix}ln_f": "ln_f"} | {f"{block}{n}": f"layers.*.{n}" for n in ("ln_1", "ln_2")}
     for src, dst in norms.items():
         rules += [Rule(f"{src}.weight", f"{dst}.scale"), Rule(f"{src}.bias", f"{dst}.bias")]
     for name in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
-        rules += [Rule(f"{block}{name}.weight", f"layers.*.{name}.kernel"),
-                  Rule(f"{block}{name}.bias", f"layers.*.{name}.bias")]
+        rules += [
+            Rule(f"{block}{name}.weight", f"layers.*.{name}.kernel"),
+            Rule(f"{block}{name}.bias", f"layers.*.{name}.bias"),
+        ]
     # causal-mask buffers, and the LM head that is tied to wte
-    return KeyMap(tuple(rules), ignore=(f"{block}attn.bias", f"{block}attn.masked_bias", "lm_head.weight"))
+    return KeyMap(
+        tuple(rules), ignore=(f"{block}attn.bias", f"{block}attn.masked_bias", "lm_head.weight")
+    )
 
 
 KEYMAPS: dict[str, KeyMap] = {"llama": llama_keymap(), "gpt2": gpt2_keymap()}  # by registry family
 
 
-def torch_to_flax(family: str, hf_config: dict[str, Any], tensors: dict[str, np.ndarray],
-                  source: str) -> dict[str, np.ndarray]:
+def torch_to_flax(
+    family: str, hf_config: dict[str, Any], tensors: dict[str, np.ndarray], source: str
+) -> dict[str, np.ndarray]:
     """HF-named tensors -> flat Flax params (a tied LM head is dropped: it is the embedding)."""
     if hf_config.get("tie_word_embeddings", family == "gpt2"):
         tensors = {k: v for k, v in tensors.items() if k != "lm_head.weight"}
     return KEYMAPS[family].to_flax(tensors, source)
 
 
-def build_loaded(family: str, hf_config: dict[str, Any], params: dict[str, np.ndarray], *,
-                 source: str, dtype=jnp.float32, param_dtype=jnp.float32) -> DecoderLM:
+def build_loaded(
+    family: str,
+    hf_config: dict[str, Any],
+    params: dict[str, np.ndarray],
+    *,
+    source: str,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+) -> DecoderLM:
     """A model of `family` holding `params`; a missing, extra or misshapen key is an error."""
-    model = nnx.eval_shape(lambda: registry.build_model(family, hf_config, dtype=dtype, param_dtype=param_dtype))
+    model = nnx.eval_shape(
+        lambda: registry.build_model(family, hf_config, dtype=dtype, param_dtype=param_dtype)
+    )
     try:
         load_params(model, params, source)
     except ValueError as e:
@@ -79,15 +102,23 @@ def build_loaded(family: str, hf_config: dict[str, Any], params: dict[str, np.nd
     return model
 
 
-def from_torch_state(family: str, hf_config: dict[str, Any], tensors: dict[str, np.ndarray], *,
-                     source: str, **dtypes) -> DecoderLM:
+def from_torch_state(
+    family: str, hf_config: dict[str, Any], tensors: dict[str, np.ndarray], *, source: str, **dtypes
+) -> DecoderLM:
     """Build a model from a PyTorch state dict (HF names, numpy arrays)."""
-    return build_loaded(family, hf_config, torch_to_flax(family, hf_config, tensors, source),
-                        source=source, **dtypes)
+    return build_loaded(
+        family,
+        hf_config,
+        torch_to_flax(family, hf_config, tensors, source),
+        source=source,
+        **dtypes,
+    )
 
 
 def read_source(path: str | Path) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
-    """(family, HF config dict, flat Flax params) of a GGUF file, HF folder or mats_jax checkpoint."""
+    """(family, HF config dict, flat Flax params) of a GGUF file, HF folder or mats_jax
+    checkpoint.
+    """
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"{path}: no such file or folder")
@@ -101,8 +132,9 @@ def read_source(path: str | Path) -> tuple[str, dict[str, Any], dict[str, np.nda
 def load_llm(path: str | Path, *, dtype=jnp.float32, param_dtype=jnp.float32) -> DecoderLM:
     """A ready model from any supported source (see `read_source`)."""
     family, hf_config, params = read_source(path)
-    return build_loaded(family, hf_config, params, source=str(path), dtype=dtype,
-                        param_dtype=param_dtype)
+    return build_loaded(
+        family, hf_config, params, source=str(path), dtype=dtype, param_dtype=param_dtype
+    )
 
 
 def resize_vocab(params: dict[str, np.ndarray], vocab_size: int) -> dict[str, np.ndarray]:
@@ -124,7 +156,9 @@ def resize_vocab(params: dict[str, np.ndarray], vocab_size: int) -> dict[str, np
 
 
 def import_llm(source: str | Path, out: str | Path, *, add_pad_token: str | None = None) -> None:
-    """HF folder or GGUF -> mats_jax checkpoint folder, with the tokenizer beside it if there is one."""
+    """HF folder or GGUF -> mats_jax checkpoint folder, with the tokenizer beside it if there is
+    one.
+    """
     family, hf_config, params = read_source(source)
     try:
         tokenizer = load_tokenizer(source)
@@ -142,8 +176,13 @@ def import_llm(source: str | Path, out: str | Path, *, add_pad_token: str | None
     with tempfile.TemporaryDirectory() as tokenizer_dir:
         if tokenizer is not None:
             tokenizer.save_pretrained(tokenizer_dir)
-        store.save_model(out, family, hf_config, params,
-                              tokenizer_dir=tokenizer_dir if tokenizer is not None else None)
+        store.save_model(
+            out,
+            family,
+            hf_config,
+            params,
+            tokenizer_dir=tokenizer_dir if tokenizer is not None else None,
+        )
 
 
 def export_llm(source: str | Path, out: str | Path) -> None:
@@ -151,5 +190,6 @@ def export_llm(source: str | Path, out: str | Path) -> None:
     family, hf_config, params = store.load_model(source)
     tensors = KEYMAPS[family].to_torch(params)
     tokenizer_dir = Path(source) / store.TOKENIZER_DIR
-    write_hf_folder(out, hf_config, tensors,
-                    tokenizer_dir=tokenizer_dir if tokenizer_dir.is_dir() else None)
+    write_hf_folder(
+        out, hf_config, tensors, tokenizer_dir=tokenizer_dir if tokenizer_dir.is_dir() else None
+    )

@@ -28,28 +28,40 @@ LLAMA_PREFIX = "llama_model.base_model.model.model."
 def mapper_keymap(torch_prefix: str = "audio_mapper.", flax_prefix: str = "mapper.") -> KeyMap:
     t, f = torch_prefix, flax_prefix
     block, ours = f"{t}transformer.layers.*.", f"{f}layers.*."
-    rules = [Rule(f"{t}linear.weight", f"{f}linear.kernel", transpose),
-             Rule(f"{t}linear.bias", f"{f}linear.bias"),
-             Rule(f"{t}prefix_const", f"{f}prefix_const")]
+    rules = [
+        Rule(f"{t}linear.weight", f"{f}linear.kernel", transpose),
+        Rule(f"{t}linear.bias", f"{f}linear.bias"),
+        Rule(f"{t}prefix_const", f"{f}prefix_const"),
+    ]
     for norm in ("norm1", "norm2"):
-        rules += [Rule(f"{block}{norm}.weight", f"{ours}{norm}.scale"),
-                  Rule(f"{block}{norm}.bias", f"{ours}{norm}.bias")]
+        rules += [
+            Rule(f"{block}{norm}.weight", f"{ours}{norm}.scale"),
+            Rule(f"{block}{norm}.bias", f"{ours}{norm}.bias"),
+        ]
     for linear in ("attn.to_queries", "attn.to_keys_values", "attn.project", "mlp.fc1", "mlp.fc2"):
-        rules += [Rule(f"{block}{linear}.weight", f"{ours}{linear}.kernel", transpose),
-                  Rule(f"{block}{linear}.bias", f"{ours}{linear}.bias")]
+        rules += [
+            Rule(f"{block}{linear}.weight", f"{ours}{linear}.kernel", transpose),
+            Rule(f"{block}{linear}.bias", f"{ours}{linear}.bias"),
+        ]
     return KeyMap(tuple(rules))
 
 
 def mats_keymap() -> KeyMap:
-    projector = KeyMap((Rule("audio_llama_proj.weight", "projector.kernel", transpose),
-                        Rule("audio_llama_proj.bias", "projector.bias")))
+    projector = KeyMap(
+        (
+            Rule("audio_llama_proj.weight", "projector.kernel", transpose),
+            Rule("audio_llama_proj.bias", "projector.bias"),
+        )
+    )
     llm = llama_keymap(prefix=LLAMA_PREFIX).nest("llm.")
     leftovers = KeyMap((), ignore=("ln_audio.weight", "ln_audio.bias"))
     return mapper_keymap() + projector + llm + leftovers
 
 
 def read_original(path: str | Path) -> dict[str, np.ndarray]:
-    """`ckpt['model']` of an original MATS checkpoint, as float32 numpy (weights_only: no code runs)."""
+    """`ckpt['model']` of an original MATS checkpoint, as float32 numpy (weights_only: no code
+    runs).
+    """
     return read_torch_state(path, key="model", dtype=np.float32)
 
 
@@ -58,23 +70,41 @@ def write_original(tensors: dict[str, np.ndarray], out: str | Path) -> None:
     import torch
 
     with atomic_file(out) as tmp:
-        torch.save({"model": {k: torch.from_numpy(np.array(v, copy=True)) for k, v in tensors.items()}}, tmp)
+        torch.save(
+            {"model": {k: torch.from_numpy(np.array(v, copy=True)) for k, v in tensors.items()}},
+            tmp,
+        )
 
 
-def write_peft(tensors: dict[str, np.ndarray], lora: Mapping[str, Any], base_model: str, out: str | Path,
-               extra_files: Mapping[str, str] = {}) -> None:
+def write_peft(
+    tensors: dict[str, np.ndarray],
+    lora: Mapping[str, Any],
+    base_model: str,
+    out: str | Path,
+    extra_files: Mapping[str, str] = {},
+) -> None:
     """Original-keyed tensors -> a folder with a PEFT LoRA adapter for the LLM
     (`adapter_config.json`, `adapter_model.safetensors`: `PeftModel.from_pretrained(base, out)`
     loads it), the mapper and projector in `mapper.safetensors` (original keys) and
     `extra_files` ({name: text})."""
     llm_prefix = "llama_model."
-    adapter = {k.removeprefix(llm_prefix).replace(".default.", "."): v
-               for k, v in tensors.items() if k.startswith(llm_prefix)}
+    adapter = {
+        k.removeprefix(llm_prefix).replace(".default.", "."): v
+        for k, v in tensors.items()
+        if k.startswith(llm_prefix)
+    }
     bridge = {k: v for k, v in tensors.items() if not k.startswith(llm_prefix)}
     adapter_config = {
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lora["rank"], "lora_alpha": lora["alpha"],
-        "lora_dropout": lora["dropout"], "target_modules": sorted(lora["targets"]), "bias": "none",
-        "base_model_name_or_path": base_model, "fan_in_fan_out": False, "inference_mode": True,
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": lora["rank"],
+        "lora_alpha": lora["alpha"],
+        "lora_dropout": lora["dropout"],
+        "target_modules": sorted(lora["targets"]),
+        "bias": "none",
+        "base_model_name_or_path": base_model,
+        "fan_in_fan_out": False,
+        "inference_mode": True,
     }
     with atomic_directory(out) as folder:
         write_safetensors(folder / "adapter_model.safetensors", adapter)

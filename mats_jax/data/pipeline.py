@@ -45,11 +45,15 @@ def load_manifest(corpus_dir: str | Path) -> dict:
     """The manifest of a prepared corpus; errors if it is missing or of another schema version."""
     path = Path(corpus_dir) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: prepare the corpus first (python -m mats_jax.data.prepare)")
+        raise FileNotFoundError(
+            f"{path} not found: prepare the corpus first (python -m mats_jax.data.prepare)"
+        )
     manifest = json.loads(path.read_text())
     if manifest.get("schema_version") != SCHEMA_VERSION:
         found = manifest.get("schema_version")
-        raise ValueError(f"{path}: schema version {found}, this code reads {SCHEMA_VERSION}; prepare it again")
+        raise ValueError(
+            f"{path}: schema version {found}, this code reads {SCHEMA_VERSION}; prepare it again"
+        )
     return manifest
 
 
@@ -75,7 +79,8 @@ class CorpusIterator(grain.DatasetIterator):
     def set_state(self, state: dict[str, Any]) -> None:
         if state.get("config") != self._config:
             raise ValueError(
-                f"iterator state was saved with config {state.get('config')}, this pipeline is {self._config}"
+                f"iterator state was saved with config {state.get('config')}, "
+                f"this pipeline is {self._config}"
             )
         self._parent.set_state(state["position"])
 
@@ -104,8 +109,8 @@ def make_iterator(
       batch_size: records per global batch, over all shards.
       seed: shuffle seed (0 <= seed < 2**32).
       shard_index, shard_count: which equal share of each global batch this process reads
-        (``mats_jax.runtime.distributed.batch_shard``); it reads ``batch_size / shard_count`` records
-        per batch and nothing else.
+        (``mats_jax.runtime.distributed.batch_shard``); it reads ``batch_size / shard_count``
+        records per batch and nothing else.
       shuffle: permute each source (per epoch); off for evaluation.
       num_epochs: passes over each source, or None for an endless stream.
       drop_remainder: drop a last, short global batch (finite epochs only). Without it, a last,
@@ -117,7 +122,9 @@ def make_iterator(
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index {shard_index} is not in [0, {shard_count})")
     if batch_size < 1 or batch_size % shard_count:
-        raise ValueError(f"batch_size {batch_size} must be a positive multiple of shard_count {shard_count}")
+        raise ValueError(
+            f"batch_size {batch_size} must be a positive multiple of shard_count {shard_count}"
+        )
     if any(w < 0 for w in sources.values()):
         raise ValueError(f"negative mixing weight in {dict(sources)}")
     weights = {name: float(w) for name, w in sources.items() if w > 0}
@@ -135,7 +142,9 @@ def make_iterator(
             have = sorted(f"{s}/{sp}" for s, splits in manifest["sources"].items() for sp in splits)
             raise KeyError(f"{corpus_dir} has no {name}/{split}; it has {', '.join(have)}")
         counts[name] = entry["count"]
-        ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource([str(corpus_dir / entry["path"])]))
+        ds = grain.MapDataset.source(
+            grain.sources.ArrayRecordDataSource([str(corpus_dir / entry["path"])])
+        )
         if shuffle:
             ds = ds.shuffle(seed=_source_seed(seed, name))
         parts.append(ds.repeat(num_epochs))
@@ -144,7 +153,9 @@ def make_iterator(
         ds = ds[: len(ds) // batch_size * batch_size]
     # shard i of global batch k is local batch k·count + i: batching is lazy, so a process
     # reads the records of its own shards only
-    ds = ds.batch(batch_size // shard_count, batch_fn=lambda raw: batch_fn([Record.from_json(r) for r in raw]))
+    ds = ds.batch(
+        batch_size // shard_count, batch_fn=lambda raw: batch_fn([Record.from_json(r) for r in raw])
+    )
     ds = ds[shard_index::shard_count]
     config = {
         "sources": weights,
@@ -172,7 +183,9 @@ def first_records(corpus_dir: str | Path, *, source: str, split: str, count: int
 
 
 def all_records(corpus_dir: str | Path, manifest: dict | None = None) -> Iterator[Record]:
-    """Every record of every source and split, streamed in manifest order (e.g. to embed all texts once)."""
+    """Every record of every source and split, streamed in manifest order (e.g. to embed all
+    texts once).
+    """
     manifest = manifest or load_manifest(corpus_dir)
     for splits in manifest["sources"].values():
         for entry in splits.values():
@@ -180,12 +193,16 @@ def all_records(corpus_dir: str | Path, manifest: dict | None = None) -> Iterato
 
 
 def _read(path: Path, stop: int | None = None, chunk: int = 10_000) -> Iterator[Record]:
-    """Records of one file in stored order, by sequential chunked reads (far faster than one by one)."""
+    """Records of one file in stored order, by sequential chunked reads (far faster than one by
+    one).
+    """
     reader = array_record_module.ArrayRecordReader(str(path))
     try:
         end = reader.num_records() if stop is None else min(stop, reader.num_records())
         for begin in range(0, end, chunk):
-            yield from (Record.from_json(raw) for raw in reader.read(begin, min(begin + chunk, end)))
+            yield from (
+                Record.from_json(raw) for raw in reader.read(begin, min(begin + chunk, end))
+            )
     finally:
         reader.close()
 

@@ -1,7 +1,9 @@
 """Prepare a corpus once: Records -> one array_record file per (source, split) + a JSON manifest.
 
-    python -m mats_jax.data.prepare --sources audiocaps,clotho,audioset --data-root ../shared/data --out corpus/
-    python -m mats_jax.data.prepare --jsonl train=audiotia.jsonl.gz --jsonl val=held_out.jsonl --out corpus/
+    python -m mats_jax.data.prepare --sources audiocaps,clotho,audioset \\
+        --data-root ../shared/data --out corpus/
+    python -m mats_jax.data.prepare --jsonl train=audiotia.jsonl.gz --jsonl val=held_out.jsonl \\
+        --out corpus/
     python -m mats_jax.data.prepare --default-corpus --out corpus/
 
 Layout: ``OUT/manifest.json`` and ``OUT/<source>/<split>.array_record``, each record one
@@ -40,8 +42,11 @@ WRITER_OPTIONS = "group_size:1"
 log = logging.getLogger(__name__)
 
 
-def prepare(out: str | Path, inputs: Sequence[tuple[str, Rows]], *, overwrite: bool = False) -> dict:
-    """Writes ``inputs`` (pairs of split name and Records) as a corpus at ``out``; returns its manifest.
+def prepare(
+    out: str | Path, inputs: Sequence[tuple[str, Rows]], *, overwrite: bool = False
+) -> dict:
+    """Writes ``inputs`` (pairs of split name and Records) as a corpus at ``out``; returns its
+    manifest.
 
     Raises FileExistsError if ``out`` exists and ``overwrite`` is false, and ValueError if no
     input yields a record.
@@ -72,7 +77,12 @@ def _write(directory: Path, inputs: Sequence[tuple[str, Rows]]) -> dict:
                 counts[key] += 1
             tally = rows.tally
             report.append(
-                {"input": rows.name, "split": split, "malformed": tally.malformed, "left_out": dict(tally.dropped)}
+                {
+                    "input": rows.name,
+                    "split": split,
+                    "malformed": tally.malformed,
+                    "left_out": dict(tally.dropped),
+                }
             )
     finally:
         for writer in writers.values():
@@ -100,7 +110,9 @@ def real_inputs(names: Sequence[str], data_root: str | Path) -> list[tuple[str, 
     """Every split of each named real source (see :data:`mats_jax.data.sources.SOURCES`)."""
     unknown = [n for n in names if n not in sources_lib.SOURCES]
     if unknown:
-        raise ValueError(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(sources_lib.SOURCES)}")
+        raise ValueError(
+            f"unknown source(s) {', '.join(unknown)}; known: {', '.join(sources_lib.SOURCES)}"
+        )
     return [
         (split, sources_lib.build(name, data_root, split))
         for name in names
@@ -117,7 +129,9 @@ def user_input(spec: str, *, csv: bool = False) -> tuple[str, Rows]:
 
 
 def default_corpus_inputs() -> list[tuple[str, Rows]]:
-    """The splits of the small corpus shipped in :mod:`mats_jax.data.corpus` (what a fresh clone trains on)."""
+    """The splits of the small corpus shipped in :mod:`mats_jax.data.corpus` (what a fresh clone
+    trains on).
+    """
     return [(split, read_jsonl(path)) for split, path in corpus.FILES.items()]
 
 
@@ -136,17 +150,28 @@ def corpus_for_run(data: ml_collections.ConfigDict, workdir: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mats_jax.data.prepare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mats_jax.data.prepare", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--out", required=True, type=Path, help="corpus directory to create")
     known = ",".join(sources_lib.SOURCES)
     parser.add_argument("--sources", default="", help=f"comma-separated real sources ({known})")
     parser.add_argument(
-        "--data-root", type=Path, default=Path("../shared/data"), help="root of the real data (has captions/)"
+        "--data-root",
+        type=Path,
+        default=Path("../shared/data"),
+        help="root of the real data (has captions/)",
     )
     user = {"action": "append", "default": [], "metavar": "[SPLIT=]PATH"}
-    parser.add_argument("--jsonl", **user, help="user JSONL (.gz ok) in the Record schema; repeatable")
+    parser.add_argument(
+        "--jsonl", **user, help="user JSONL (.gz ok) in the Record schema; repeatable"
+    )
     parser.add_argument("--csv", **user, help="user CSV in the Record schema; repeatable")
-    parser.add_argument("--default-corpus", action="store_true", help="add the corpus shipped in mats_jax/data/corpus")
+    parser.add_argument(
+        "--default-corpus",
+        action="store_true",
+        help="add the corpus shipped in mats_jax/data/corpus",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
@@ -155,14 +180,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("nothing to prepare: give --sources, --jsonl, --csv or --default-corpus")
     try:
         inputs = real_inputs([n for n in args.sources.split(",") if n], args.data_root)
-        inputs += [user_input(spec) for spec in args.jsonl] + [user_input(spec, csv=True) for spec in args.csv]
+        inputs += [user_input(spec) for spec in args.jsonl] + [
+            user_input(spec, csv=True) for spec in args.csv
+        ]
         if args.default_corpus:
             inputs += default_corpus_inputs()
         manifest = prepare(args.out, inputs, overwrite=args.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         sys.exit(f"error: {e}")
     for source, splits in manifest["sources"].items():
-        log.info("%s: %s", source, ", ".join(f"{split} {info['count']:,}" for split, info in splits.items()))
+        log.info(
+            "%s: %s",
+            source,
+            ", ".join(f"{split} {info['count']:,}" for split, info in splits.items()),
+        )
     malformed = sum(i["malformed"] for i in manifest["inputs"])
     log.info("wrote %s (%d malformed row(s) skipped)", args.out, malformed)
 

@@ -35,7 +35,12 @@ INSTRUCTIONS = {
     MUSIC: "Listen to this music clip and describe the music.",
 }
 # How `generate --task` and the Listener spell the tasks (the original evaluation configs' names).
-COMMAND_LINE_TASKS = {CAPTION: "caption", CLASSIFICATION: "cla_label", MUSIC: "music_caption", QA: "QA"}
+COMMAND_LINE_TASKS = {
+    CAPTION: "caption",
+    CLASSIFICATION: "cla_label",
+    MUSIC: "music_caption",
+    QA: "QA",
+}
 
 
 def task_named(name: str) -> str:
@@ -56,6 +61,7 @@ def instruction_for(task: str, question: str | None) -> str:
     if not question:
         raise InputError("task QA needs a question")
     return question
+
 
 # Dataset tags that follow `</Speech>` in the prompt: they tell the model which answer style
 # (caption vocabulary, single or multiple labels, QA) a benchmark expects.
@@ -141,7 +147,9 @@ class Record:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Record))
-REQUIRED_FIELDS = tuple(f.name for f in dataclasses.fields(Record) if f.default is dataclasses.MISSING)
+REQUIRED_FIELDS = tuple(
+    f.name for f in dataclasses.fields(Record) if f.default is dataclasses.MISSING
+)
 
 
 def label_text(labels: Sequence[str]) -> str:

@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class Tally:
-    """What one pass over a :class:`Rows` skipped: malformed rows, and valid rows dropped on purpose."""
+    """What one pass over a :class:`Rows` skipped: malformed rows, and valid rows dropped on
+    purpose.
+    """
 
     malformed: int = 0
     dropped: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
@@ -49,7 +51,9 @@ class Rows(Iterable[Record]):
       generate: yields the Records, reporting bad rows to the :class:`Tally` it is given.
     """
 
-    def __init__(self, name: str, files: Sequence[Path], generate: Callable[[Tally], Iterator[Record]]):
+    def __init__(
+        self, name: str, files: Sequence[Path], generate: Callable[[Tally], Iterator[Record]]
+    ):
         missing = [str(f) for f in files if not Path(f).is_file()]
         if missing:
             raise FileNotFoundError(f"{name}: missing input file(s): {', '.join(missing)}")
@@ -131,7 +135,9 @@ def csv_rows(
                 return
             line = first_line[0] or 0
             if None in row:
-                tally.skip(path, line, f"{len(header) + len(row[None])} fields, expected {len(header)}")
+                tally.skip(
+                    path, line, f"{len(header) + len(row[None])} fields, expected {len(header)}"
+                )
             elif None in row.values():
                 n = sum(v is not None for v in row.values())
                 tally.skip(path, line, f"{n} fields, expected {len(header)}")
@@ -162,7 +168,9 @@ def read_jsonl(path: str | Path, *, source: str | None = None) -> Rows:
     path = Path(path)
 
     def generate(tally: Tally) -> Iterator[Record]:
-        yield from parse_rows(path, jsonl_rows(path, tally), lambda r: [Record.from_dict(r, source=source)], tally)
+        yield from parse_rows(
+            path, jsonl_rows(path, tally), lambda r: [Record.from_dict(r, source=source)], tally
+        )
 
     return Rows(str(path), [path], generate)
 

@@ -34,7 +34,10 @@ URBANSOUND8K_EVAL_FOLD = "10"
 
 _AUDIOCAPS = "captions/audiocaps/v1/{split}.csv"
 _CLOTHO = "captions/clotho/{split}.csv"
-_CLOTHO_AQA = ("captions/clotho_aqa/binary_{split}_eng.csv", "captions/clotho_aqa/single_word_{split}.csv")
+_CLOTHO_AQA = (
+    "captions/clotho_aqa/binary_{split}_eng.csv",
+    "captions/clotho_aqa/single_word_{split}.csv",
+)
 _AUDIOSET_SEGMENTS = {
     "train": "captions/audioset/balanced_train_segments.csv",
     "test": "captions/audioset/eval_segments.csv",
@@ -46,7 +49,11 @@ _CLOTHO_CAPTIONS = tuple(f"caption_{i}" for i in range(1, 6))
 # The files naming each audio namespace's evaluation clips (read directly rather than through the
 # builders, so that Clotho-AQA clips without a Clotho caption are held out too).
 _EVAL_CLIP_FILES: dict[str, list[str]] = {
-    "youtube": [_AUDIOCAPS.format(split="val"), _AUDIOCAPS.format(split="test"), _AUDIOSET_SEGMENTS["test"]],
+    "youtube": [
+        _AUDIOCAPS.format(split="val"),
+        _AUDIOCAPS.format(split="test"),
+        _AUDIOSET_SEGMENTS["test"],
+    ],
     "clotho": [_CLOTHO.format(split=s) for s in ("val", "test")]
     + [f.format(split=s) for s in ("val", "test") for f in _CLOTHO_AQA],
 }
@@ -59,11 +66,15 @@ def audiocaps(root: Path, split: str) -> Rows:
 
     def parse(row: dict[str, str]) -> list[R.Record]:
         clip = f"youtube:{row['youtube_id'].strip()}"
-        return [R.caption(row["caption"].strip(), dataset="audiocaps", source="audiocaps", clip=clip)]
+        return [
+            R.caption(row["caption"].strip(), dataset="audiocaps", source="audiocaps", clip=clip)
+        ]
 
     def generate(tally: Tally) -> Iterator[R.Record]:
         rows = csv_rows(path, tally, columns=("youtube_id", "caption"))
-        yield from _without_eval_clips(root, "youtube", split, parse_rows(path, rows, parse, tally), tally)
+        yield from _without_eval_clips(
+            root, "youtube", split, parse_rows(path, rows, parse, tally), tally
+        )
 
     return Rows(f"audiocaps/{split}", [path, *_eval_files(root, "youtube", split)], generate)
 
@@ -74,11 +85,16 @@ def clotho(root: Path, split: str) -> Rows:
 
     def parse(row: dict[str, str]) -> list[R.Record]:
         clip = f"clotho:{row['file_name']}"
-        return [R.caption(row[c].strip(), dataset="clotho", source="clotho", clip=clip) for c in _CLOTHO_CAPTIONS]
+        return [
+            R.caption(row[c].strip(), dataset="clotho", source="clotho", clip=clip)
+            for c in _CLOTHO_CAPTIONS
+        ]
 
     def generate(tally: Tally) -> Iterator[R.Record]:
         rows = csv_rows(path, tally, columns=("file_name", *_CLOTHO_CAPTIONS))
-        yield from _without_eval_clips(root, "clotho", split, parse_rows(path, rows, parse, tally), tally)
+        yield from _without_eval_clips(
+            root, "clotho", split, parse_rows(path, rows, parse, tally), tally
+        )
 
     return Rows(f"clotho/{split}", [path, *_eval_files(root, "clotho", split)], generate)
 
@@ -100,7 +116,9 @@ def clotho_aqa(root: Path, split: str) -> Rows:
         for path in paths:
             answers: dict[tuple[str, str], list[str]] = {}
             for line, row in csv_rows(path, tally, columns=("file_name", "QuestionText", "answer")):
-                file_name, question, answer = (row[c].strip() for c in ("file_name", "QuestionText", "answer"))
+                file_name, question, answer = (
+                    row[c].strip() for c in ("file_name", "QuestionText", "answer")
+                )
                 if not (file_name and question and answer):
                     tally.skip(path, line, "empty file_name, QuestionText or answer")
                     continue
@@ -135,10 +153,16 @@ def esc50(root: Path, split: str) -> Rows:
         if (row["fold"].strip() == ESC50_EVAL_FOLD) != (split == "test"):
             return []
         label = _snake_to_words(row["category"])
-        return [R.classification([label], tag=R.SINGLE_EVENT, source="esc50", clip=f"esc50:{row['filename']}")]
+        return [
+            R.classification(
+                [label], tag=R.SINGLE_EVENT, source="esc50", clip=f"esc50:{row['filename']}"
+            )
+        ]
 
     def generate(tally: Tally) -> Iterator[R.Record]:
-        yield from parse_rows(path, csv_rows(path, tally, columns=("filename", "fold", "category")), parse, tally)
+        yield from parse_rows(
+            path, csv_rows(path, tally, columns=("filename", "fold", "category")), parse, tally
+        )
 
     return Rows(f"esc50/{split}", [path], generate)
 
@@ -184,12 +208,22 @@ def audioset(root: Path, split: str) -> Rows:
             if unknown or not mids:
                 raise ValueError(f"unknown label id(s) {unknown}" if unknown else "no labels")
             labels = [names[m][1] for m in sorted(set(mids), key=lambda m: names[m][0])]
-            return [R.classification(labels, tag=R.MULTI_EVENTS, source="audioset", clip=f"youtube:{row['YTID']}")]
+            return [
+                R.classification(
+                    labels, tag=R.MULTI_EVENTS, source="audioset", clip=f"youtube:{row['YTID']}"
+                )
+            ]
 
-        rows = csv_rows(path, tally, columns=_SEGMENT_FIELDS, fieldnames=_SEGMENT_FIELDS, skipinitialspace=True)
-        yield from _without_eval_clips(root, "youtube", split, parse_rows(path, rows, parse, tally), tally)
+        rows = csv_rows(
+            path, tally, columns=_SEGMENT_FIELDS, fieldnames=_SEGMENT_FIELDS, skipinitialspace=True
+        )
+        yield from _without_eval_clips(
+            root, "youtube", split, parse_rows(path, rows, parse, tally), tally
+        )
 
-    return Rows(f"audioset/{split}", [path, labels_path, *_eval_files(root, "youtube", split)], generate)
+    return Rows(
+        f"audioset/{split}", [path, labels_path, *_eval_files(root, "youtube", split)], generate
+    )
 
 
 def wavcaps_soundbible(root: Path, split: str) -> Rows:
@@ -200,26 +234,40 @@ def wavcaps_soundbible(root: Path, split: str) -> Rows:
         if not isinstance(entry, dict) or not isinstance(entry.get("caption"), str):
             raise ValueError("no 'caption' string")
         clip = f"soundbible:{entry.get('id', '')}"
-        return [R.caption(entry["caption"].strip(), dataset="wavcaps", source="wavcaps_soundbible", clip=clip)]
+        return [
+            R.caption(
+                entry["caption"].strip(), dataset="wavcaps", source="wavcaps_soundbible", clip=clip
+            )
+        ]
 
     def generate(tally: Tally) -> Iterator[R.Record]:
         entries = json.loads(path.read_text(encoding="utf-8"))["data"]
-        yield from parse_rows(path, ((f"data[{i}]", e) for i, e in enumerate(entries)), parse, tally)
+        yield from parse_rows(
+            path, ((f"data[{i}]", e) for i, e in enumerate(entries)), parse, tally
+        )
 
     return Rows(f"wavcaps_soundbible/{split}", [path], generate)
 
 
-def _vocabulary(file: str, source: str, tag: str, clean: Callable[[str], str]) -> Callable[[Path, str], Rows]:
+def _vocabulary(
+    file: str, source: str, tag: str, clean: Callable[[str], str]
+) -> Callable[[Path, str], Rows]:
     """A builder of one classification record per class of a label list (no clips: train only)."""
 
     def build(root: Path, split: str) -> Rows:
         path = Path(root) / "captions/label_vocabularies" / file
 
         def parse(row: dict[str, str]) -> list[R.Record]:
-            return [R.classification([clean(row["display_name"].strip().strip("'\""))], tag=tag, source=source)]
+            return [
+                R.classification(
+                    [clean(row["display_name"].strip().strip("'\""))], tag=tag, source=source
+                )
+            ]
 
         def generate(tally: Tally) -> Iterator[R.Record]:
-            yield from parse_rows(path, csv_rows(path, tally, columns=("display_name",)), parse, tally)
+            yield from parse_rows(
+                path, csv_rows(path, tally, columns=("display_name",)), parse, tally
+            )
 
         return Rows(f"{source}/{split}", [path], generate)
 
@@ -231,7 +279,9 @@ def _snake_to_words(label: str) -> str:
     return label.strip().replace("_", " ")
 
 
-vggsound = _vocabulary("class_labels_indices_vgg.csv", "vggsound", R.SINGLE_EVENT, lambda s: s.replace("_ ", ", "))
+vggsound = _vocabulary(
+    "class_labels_indices_vgg.csv", "vggsound", R.SINGLE_EVENT, lambda s: s.replace("_ ", ", ")
+)
 # FSD50K spells AudioSet's "A, B" as "A_and_B"; undo it so names match AudioSet's.
 fsd50k = _vocabulary(
     "class_labels_indices_fsd50k.csv",
@@ -273,7 +323,9 @@ def build(name: str, root: str | Path, split: str) -> Rows:
         raise KeyError(f"unknown source {name!r}; known: {', '.join(SOURCES)}")
     source = SOURCES[name]
     if split not in source.splits:
-        raise ValueError(f"source {name!r} has no split {split!r}; it has {', '.join(source.splits)}")
+        raise ValueError(
+            f"source {name!r} has no split {split!r}; it has {', '.join(source.splits)}"
+        )
     return source.build(Path(root), split)
 
 
@@ -288,10 +340,16 @@ def _eval_clips(root: Path, namespace: str) -> set[str]:
     for file in _eval_files(root, namespace, "train"):
         with open(file, encoding="utf-8-sig", newline="") as f:
             if file.name.endswith("_segments.csv"):
-                clips.update(f"youtube:{row[0]}" for row in csv.reader(f) if row and not row[0].startswith("#"))
+                clips.update(
+                    f"youtube:{row[0]}"
+                    for row in csv.reader(f)
+                    if row and not row[0].startswith("#")
+                )
             else:
                 column = "youtube_id" if namespace == "youtube" else "file_name"
-                clips.update(f"{namespace}:{row[column]}" for row in csv.DictReader(f) if row.get(column))
+                clips.update(
+                    f"{namespace}:{row[column]}" for row in csv.DictReader(f) if row.get(column)
+                )
     return clips
 
 

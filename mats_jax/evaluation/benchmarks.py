@@ -32,17 +32,17 @@ class BenchmarkError(InputError):
 class Example:
     """One question put to the model about one clip."""
 
-    clip: str                      # the clip's name in the metadata
-    references: tuple[str, ...]    # the class; the reference captions; the annotators' answers
-    question: str | None = None    # QA only
+    clip: str  # the clip's name in the metadata
+    references: tuple[str, ...]  # the class; the reference captions; the annotators' answers
+    question: str | None = None  # QA only
 
 
 @dataclasses.dataclass(frozen=True)
 class Benchmark:
     name: str
     kind: Kind
-    task: str                        # the Listener task (prompt instruction)
-    tag: str                         # the dataset tag after </Speech>
+    task: str  # the Listener task (prompt instruction)
+    tag: str  # the dataset tag after </Speech>
     metadata_files: tuple[str, ...]  # looked for, in order, under a --data folder
     parse: Callable[[list[dict[str, str]]], list[Example]]
     clip_names: Callable[[str], tuple[str, ...]] = lambda clip: (clip,)  # file names to look for
@@ -55,6 +55,7 @@ def _classes(label_column: tuple[str, ...]) -> Callable[[list[dict[str, str]]], 
             raise BenchmarkError(f"no label column (one of {', '.join(label_column)})")
         file_column = next(c for c in ("filename", "slice_file_name") if c in rows[0])
         return [Example(row[file_column], (class_name(row[column]),)) for row in rows]
+
     return parse
 
 
@@ -82,22 +83,58 @@ def _questions(rows: list[dict[str, str]]) -> list[Example]:
 
 
 def _youtube_names(youtube_id: str) -> tuple[str, ...]:
-    """AudioCaps clips are saved as `ID` or `YID` (AudioSet style), with or without times appended."""
+    """AudioCaps clips are saved as `ID` or `YID` (AudioSet style), with or without times
+    appended.
+    """
     return youtube_id, f"Y{youtube_id}"
 
 
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
-    Benchmark("esc50", "classification", "cla_label", SINGLE_EVENT,
-              ("labels.csv", "meta/esc50.csv", "esc50.csv"), _classes(("label", "category"))),
-    Benchmark("us8k", "classification", "cla_label", SINGLE_EVENT,
-              ("metadata/UrbanSound8K.csv", "UrbanSound8K.csv"), _classes(("class",))),
-    Benchmark("clotho", "captioning", "caption", caption_tag("clotho"),
-              ("clotho_captions_evaluation.csv", "test.csv"), _captions),
-    Benchmark("audiocaps", "captioning", "caption", caption_tag("audiocaps"),
-              ("test.csv",), _captions, _youtube_names),
-    Benchmark("clotho_aqa", "qa", "QA", AUDIO_QA,
-              ("binary_test_eng.csv", "single_word_test.csv"), _questions),
-)}
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in (
+        Benchmark(
+            "esc50",
+            "classification",
+            "cla_label",
+            SINGLE_EVENT,
+            ("labels.csv", "meta/esc50.csv", "esc50.csv"),
+            _classes(("label", "category")),
+        ),
+        Benchmark(
+            "us8k",
+            "classification",
+            "cla_label",
+            SINGLE_EVENT,
+            ("metadata/UrbanSound8K.csv", "UrbanSound8K.csv"),
+            _classes(("class",)),
+        ),
+        Benchmark(
+            "clotho",
+            "captioning",
+            "caption",
+            caption_tag("clotho"),
+            ("clotho_captions_evaluation.csv", "test.csv"),
+            _captions,
+        ),
+        Benchmark(
+            "audiocaps",
+            "captioning",
+            "caption",
+            caption_tag("audiocaps"),
+            ("test.csv",),
+            _captions,
+            _youtube_names,
+        ),
+        Benchmark(
+            "clotho_aqa",
+            "qa",
+            "QA",
+            AUDIO_QA,
+            ("binary_test_eng.csv", "single_word_test.csv"),
+            _questions,
+        ),
+    )
+}
 
 
 def metadata_file(benchmark: Benchmark, data: Path) -> Path:
@@ -109,8 +146,10 @@ def metadata_file(benchmark: Benchmark, data: Path) -> Path:
     for name in benchmark.metadata_files:
         if (data / name).is_file():
             return data / name
-    raise BenchmarkError(f"{data}: none of {', '.join(benchmark.metadata_files)} "
-                         f"(the {benchmark.name} metadata) is there")
+    raise BenchmarkError(
+        f"{data}: none of {', '.join(benchmark.metadata_files)} "
+        f"(the {benchmark.name} metadata) is there"
+    )
 
 
 def read_examples(benchmark: Benchmark, metadata: Path) -> list[Example]:
@@ -121,11 +160,15 @@ def read_examples(benchmark: Benchmark, metadata: Path) -> list[Example]:
     try:
         return benchmark.parse(rows)
     except (KeyError, StopIteration, BenchmarkError) as e:
-        raise BenchmarkError(f"{metadata}: not {benchmark.name} metadata ({type(e).__name__}: {e}; "
-                             f"columns {', '.join(rows[0])})") from None
+        raise BenchmarkError(
+            f"{metadata}: not {benchmark.name} metadata ({type(e).__name__}: {e}; "
+            f"columns {', '.join(rows[0])})"
+        ) from None
 
 
-_TIMES = re.compile(r"(_\d+(\.\d+)?)+$")  # `_30`, `_30.000_40.000`: start (and end) appended to a clip id
+_TIMES = re.compile(
+    r"(_\d+(\.\d+)?)+$"
+)  # `_30`, `_30.000_40.000`: start (and end) appended to a clip id
 
 
 def audio_index(folder: Path) -> dict[str, Path]:
@@ -139,8 +182,9 @@ def audio_index(folder: Path) -> dict[str, Path]:
     return index
 
 
-def find_audio(benchmark: Benchmark, examples: Iterable[Example], folder: Path
-               ) -> tuple[dict[str, Path], list[str]]:
+def find_audio(
+    benchmark: Benchmark, examples: Iterable[Example], folder: Path
+) -> tuple[dict[str, Path], list[str]]:
     """({clip: audio file}, [clips with no audio under `folder`])."""
     index = audio_index(folder)
     found, missing = {}, []

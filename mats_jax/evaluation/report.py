@@ -1,5 +1,7 @@
 """An evaluation's outputs: report.json, report.md, predictions.jsonl and, for classification,
-confusion.png — written into a temporary folder that replaces the output folder only when complete."""
+confusion.png — written into a temporary folder that replaces the output folder only when
+complete.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +14,23 @@ import numpy as np
 
 from mats_jax.runtime.fileio import atomic_directory
 
-RANDOM_CLAP_NOTE = ("CLAP weights are RANDOM (no CLAP checkpoint was given): the model cannot hear "
-                    "anything, and these numbers mean nothing beyond showing that the pipeline runs.")
+RANDOM_CLAP_NOTE = (
+    "CLAP weights are RANDOM (no CLAP checkpoint was given): the model cannot hear "
+    "anything, and these numbers mean nothing beyond showing that the pipeline runs."
+)
 
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"# {report['benchmark']} — {report['workdir']} (step {report['step']})", ""]
     if report.get("note"):
         lines += [f"**{report['note']}**", ""]
-    lines += [f"{report['examples']} examples scored; {len(report['skipped'])} clips skipped "
-              f"(no audio or unreadable). Santa: {'on' if report['santa'] else 'off'}.", "",
-              "| metric | value |", "|---|---|"]
+    lines += [
+        f"{report['examples']} examples scored; {len(report['skipped'])} clips skipped "
+        f"(no audio or unreadable). Santa: {'on' if report['santa'] else 'off'}.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
     lines += [f"| {name} | {value:.4f} |" for name, value in report["metrics"].items()]
     lines += [f"| {name} | unavailable |" for name in report["unavailable"]]
     if report["unavailable"]:
@@ -49,14 +57,23 @@ def confusion_plot(confusion: np.ndarray, classes: Sequence[str], path: Path, ti
     plt.close(figure)
 
 
-def write(out: Path, report: dict[str, Any], predictions: list[dict[str, Any]],
-          confusion: tuple[np.ndarray, Sequence[str]] | None = None) -> None:
+def write(
+    out: Path,
+    report: dict[str, Any],
+    predictions: list[dict[str, Any]],
+    confusion: tuple[np.ndarray, Sequence[str]] | None = None,
+) -> None:
     with atomic_directory(out) as folder:
         (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (folder / "report.md").write_text(markdown(report))
-        (folder / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions))
+        (folder / "predictions.jsonl").write_text(
+            "".join(json.dumps(p) + "\n" for p in predictions)
+        )
         if confusion is not None:
             matrix, classes = confusion
-            (folder / "confusion.json").write_text(json.dumps({"classes": list(classes),
-                                                               "matrix": matrix.tolist()}) + "\n")
-            confusion_plot(matrix, classes, folder / "confusion.png", f"{report['benchmark']} confusion")
+            (folder / "confusion.json").write_text(
+                json.dumps({"classes": list(classes), "matrix": matrix.tolist()}) + "\n"
+            )
+            confusion_plot(
+                matrix, classes, folder / "confusion.png", f"{report['benchmark']} confusion"
+            )

@@ -43,6 +43,7 @@ from mats_jax.runtime.sharding import data_parallel_mesh, replicate, split_rows
 from mats_jax.training import steps
 from mats_jax.training import workdir as workdirs
 
+
 def postprocess(text: str) -> str:
     """The paper's clean-up: ASCII transliteration, ", " comma spacing, a capital first letter."""
     text = re.sub(r"\s*,\s*", ", ", anyascii(text)).strip()
@@ -59,7 +60,9 @@ class Listener:
     santa: ml_collections.ConfigDict
     clap_checkpoint: str | None  # None: CLAP has random weights (nothing it hears means anything)
     step: int  # the training step of the checkpoint
-    mesh: Mesh = dataclasses.field(default_factory=data_parallel_mesh)  # batches split over its devices
+    mesh: Mesh = dataclasses.field(
+        default_factory=data_parallel_mesh
+    )  # batches split over its devices
 
     def __post_init__(self):
         replicate(self.mesh, self.model)
@@ -68,8 +71,14 @@ class Listener:
             self.bank = jax.device_put(self.bank, NamedSharding(self.mesh, PartitionSpec()))
 
     @classmethod
-    def from_workdir(cls, workdir: str | Path, *, step: int | None = None,
-                     clap_checkpoint: str | None = None, load_clap: bool = True) -> "Listener":
+    def from_workdir(
+        cls,
+        workdir: str | Path,
+        *,
+        step: int | None = None,
+        clap_checkpoint: str | None = None,
+        load_clap: bool = True,
+    ) -> Listener:
         """The model of the trainer's latest (or `step`) checkpoint in `workdir`, its CLAP
         (the training config's, unless `clap_checkpoint`; none with load_clap=False), and the
         memory bank if one was built."""
@@ -88,31 +97,50 @@ class Listener:
         return cls(model, tokenizer, clap, builder, bank, config.santa, clap_checkpoint, step)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, **kwargs: Any) -> "Listener":
+    def from_checkpoint(cls, checkpoint: str | Path, **kwargs: Any) -> Listener:
         """`from_workdir` for one checkpoint folder, WORKDIR/checkpoints/STEP."""
         checkpoint = Path(checkpoint)
         if not (checkpoint.name.isdigit() and checkpoint.parent.name == "checkpoints"):
-            raise FileNotFoundError(f"{checkpoint}: not a checkpoint folder (WORKDIR/checkpoints/STEP)")
+            raise FileNotFoundError(
+                f"{checkpoint}: not a checkpoint folder (WORKDIR/checkpoints/STEP)"
+            )
         return cls.from_workdir(checkpoint.parent.parent, step=int(checkpoint.name), **kwargs)
 
-    def embed_audio(self, paths: Sequence[str | Path], *, batch_size: int = 8
-                    ) -> tuple[np.ndarray, list[str], dict[str, str]]:
+    def embed_audio(
+        self, paths: Sequence[str | Path], *, batch_size: int = 8
+    ) -> tuple[np.ndarray, list[str], dict[str, str]]:
         """(CLAP audio embeddings [N, dim], the N files embedded, {bad file: reason})."""
-        return embed_audio_files(self.clap, paths, batch_size=batch_size,
-                                 to_devices=lambda clips: split_rows(self.mesh, clips))
+        return embed_audio_files(
+            self.clap,
+            paths,
+            batch_size=batch_size,
+            to_devices=lambda clips: split_rows(self.mesh, clips),
+        )
 
     def paper_generation(self, **changes: Any) -> GenerationConfig:
         """The paper's generation settings for this model's tokenizer, with `changes` applied."""
-        config = GenerationConfig.paper(eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.builder.pad)
+        config = GenerationConfig.paper(
+            eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.builder.pad
+        )
         return dataclasses.replace(config, **changes)
 
-    def describe(self, audio_embeddings: np.ndarray, *, task: str = "caption",
-                 question: str | Sequence[str] | None = None, tag: str = "", santa: bool = True,
-                 generation: GenerationConfig | None = None, seed: int = 0) -> list[str]:
+    def describe(
+        self,
+        audio_embeddings: np.ndarray,
+        *,
+        task: str = "caption",
+        question: str | Sequence[str] | None = None,
+        tag: str = "",
+        santa: bool = True,
+        generation: GenerationConfig | None = None,
+        seed: int = 0,
+    ) -> list[str]:
         """One text per embedding, for the task's paper instruction (or the question: one for
         all, or one per embedding)."""
         n = len(audio_embeddings)
-        questions = [question] * n if question is None or isinstance(question, str) else list(question)
+        questions = (
+            [question] * n if question is None or isinstance(question, str) else list(question)
+        )
         if len(questions) != n:
             raise ValueError(f"{len(questions)} questions for {n} audio embeddings")
         if n == 0:
@@ -120,13 +148,29 @@ class Listener:
         instructions = [instruction_for(task, q) for q in questions]
         embeddings = split_rows(self.mesh, audio_embeddings)
         s = self.santa
-        embeddings = maybe_retrieve(self.bank if santa else None, embeddings, key=jax.random.key(seed),
-                                    top_l=s.top_l, temperature=s.temperature, mix=s.mix,
-                                    variant=s.variant, noise_variance=self.model.config.noise_variance)
+        embeddings = maybe_retrieve(
+            self.bank if santa else None,
+            embeddings,
+            key=jax.random.key(seed),
+            top_l=s.top_l,
+            temperature=s.temperature,
+            mix=s.mix,
+            variant=s.variant,
+            noise_variance=self.model.config.noise_variance,
+        )
         prompt = self.builder.inference_batch(instructions, [tag] * n)
-        prompt = dataclasses.replace(prompt, tail=split_rows(self.mesh, prompt.tail),
-                                     tail_mask=split_rows(self.mesh, prompt.tail_mask))
+        prompt = dataclasses.replace(
+            prompt,
+            tail=split_rows(self.mesh, prompt.tail),
+            tail_mask=split_rows(self.mesh, prompt.tail_mask),
+        )
         sequence, mask = self.model.prompt_embeddings(embeddings, prompt)
-        new = generate(self.model.llm, embeddings=sequence, attention_mask=mask,
-                       config=generation or self.paper_generation())
-        return [postprocess(self.tokenizer.decode(ids, skip_special_tokens=True)) for ids in new[:n]]
+        new = generate(
+            self.model.llm,
+            embeddings=sequence,
+            attention_mask=mask,
+            config=generation or self.paper_generation(),
+        )
+        return [
+            postprocess(self.tokenizer.decode(ids, skip_special_tokens=True)) for ids in new[:n]
+        ]

@@ -32,11 +32,15 @@ def use_key_type(config: ml_collections.ConfigDict) -> None:
     jax.config.update("jax_default_prng_impl", config.train.prng_impl)
 
 
-def build_mats(config: ml_collections.ConfigDict) -> tuple[MATS, transformers.PreTrainedTokenizerBase]:
+def build_mats(
+    config: ml_collections.ConfigDict,
+) -> tuple[MATS, transformers.PreTrainedTokenizerBase]:
     """(MATS model, LLM tokenizer): the frozen LLM with LoRA and a fresh mapper and projector."""
     use_key_type(config)
     source = llm_source(config)
-    llm = load_llm(source, dtype=jnp.dtype(config.llm.dtype), param_dtype=jnp.dtype(config.llm.param_dtype))
+    llm = load_llm(
+        source, dtype=jnp.dtype(config.llm.dtype), param_dtype=jnp.dtype(config.llm.param_dtype)
+    )
     return MATS(llm, mats_config(config), rngs=nnx.Rngs(config.train.seed)), load_tokenizer(source)
 
 
@@ -65,8 +69,9 @@ def abstract_mats(config: ml_collections.ConfigDict) -> MATS:
     llm = config.llm
 
     def build():
-        model = registry.build_model(family, hf_config, dtype=jnp.dtype(llm.dtype),
-                                     param_dtype=jnp.dtype(llm.param_dtype))
+        model = registry.build_model(
+            family, hf_config, dtype=jnp.dtype(llm.dtype), param_dtype=jnp.dtype(llm.param_dtype)
+        )
         return MATS(model, mats_config(config), rngs=nnx.Rngs(config.train.seed))
 
     return nnx.eval_shape(build)

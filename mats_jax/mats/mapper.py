@@ -9,7 +9,6 @@ to the LLM's hidden size.
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -62,12 +61,26 @@ class MapperBlock(nnx.Module):
 class TransformerMapper(nnx.Module):
     def __init__(self, config: MapperConfig, *, rngs: nnx.Rngs):
         self.config = config
-        self.linear = Linear(config.clap_dim, config.clip_length * config.dim,
-                             axes=("clap_embed", "mlp"), use_bias=True, rngs=rngs)
-        self.prefix_const = param(rngs, nnx.initializers.normal(1.0),
-                                  (config.prefix_length, config.dim), jnp.float32, ("prefix", "embed"))
-        self.layers = nnx.List([MapperBlock(config.dim, config.num_heads, config.mlp_ratio, rngs=rngs)
-                                for _ in range(config.num_layers)])
+        self.linear = Linear(
+            config.clap_dim,
+            config.clip_length * config.dim,
+            axes=("clap_embed", "mlp"),
+            use_bias=True,
+            rngs=rngs,
+        )
+        self.prefix_const = param(
+            rngs,
+            nnx.initializers.normal(1.0),
+            (config.prefix_length, config.dim),
+            jnp.float32,
+            ("prefix", "embed"),
+        )
+        self.layers = nnx.List(
+            [
+                MapperBlock(config.dim, config.num_heads, config.mlp_ratio, rngs=rngs)
+                for _ in range(config.num_layers)
+            ]
+        )
 
     def __call__(self, clap_embedding: jax.Array) -> jax.Array:
         """[B, clap_dim] (any norm) -> prefix [B, prefix_length, dim]."""
@@ -77,7 +90,7 @@ class TransformerMapper(nnx.Module):
         x = jnp.concatenate([x, prefix], axis=1)
         for layer in self.layers:
             x = layer(x)
-        return x[:, c.clip_length:]
+        return x[:, c.clip_length :]
 
 
 class MLPMapper(nnx.Module):
@@ -86,7 +99,9 @@ class MLPMapper(nnx.Module):
     def __init__(self, config: MapperConfig, *, rngs: nnx.Rngs):
         self.config = config
         out = config.prefix_length * config.dim
-        self.fc1 = Linear(config.clap_dim, out // 2, axes=("clap_embed", "mlp"), use_bias=True, rngs=rngs)
+        self.fc1 = Linear(
+            config.clap_dim, out // 2, axes=("clap_embed", "mlp"), use_bias=True, rngs=rngs
+        )
         self.fc2 = Linear(out // 2, out, axes=("mlp", "embed"), use_bias=True, rngs=rngs)
 
     def __call__(self, clap_embedding: jax.Array) -> jax.Array:

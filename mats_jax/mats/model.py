@@ -8,21 +8,23 @@ the LLM is frozen.
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mats_jax.models.losses import next_token_loss
-from mats_jax.models.decoder import DecoderLM
-from mats_jax.models.lora import add_lora
 from mats_jax.config import MATSConfig
 from mats_jax.mats.mapper import Projector, build_mapper
-from mats_jax.models.layers import l2_normalize
 from mats_jax.mats.prompt import InferenceBatch, TrainingBatch
+from mats_jax.models.decoder import DecoderLM
+from mats_jax.models.layers import l2_normalize
+from mats_jax.models.lora import add_lora
+from mats_jax.models.losses import next_token_loss
 
-TRAINABLE = nnx.Any(nnx.LoRAParam, nnx.All(nnx.Param, nnx.PathContains("mapper")),
-                    nnx.All(nnx.Param, nnx.PathContains("projector")))
+TRAINABLE = nnx.Any(
+    nnx.LoRAParam,
+    nnx.All(nnx.Param, nnx.PathContains("mapper")),
+    nnx.All(nnx.Param, nnx.PathContains("projector")),
+)
 
 
 def perturb(embedding: jax.Array, variance: float, noise: jax.Array) -> jax.Array:
@@ -40,8 +42,14 @@ class MATS(nnx.Module):
     def __init__(self, llm: DecoderLM, config: MATSConfig, *, rngs: nnx.Rngs):
         self.config = config
         self.llm = llm
-        add_lora(llm, targets=config.lora.targets, rank=config.lora.rank, alpha=config.lora.alpha,
-                 dropout=config.lora.dropout, rngs=rngs)
+        add_lora(
+            llm,
+            targets=config.lora.targets,
+            rank=config.lora.rank,
+            alpha=config.lora.alpha,
+            dropout=config.lora.dropout,
+            rngs=rngs,
+        )
         self.mapper = build_mapper(config.mapper, rngs=rngs)
         self.projector = Projector(config.mapper.dim, llm.config.hidden_size, rngs=rngs)
 
@@ -52,11 +60,14 @@ class MATS(nnx.Module):
     def sequence(self, prefix: jax.Array, head: jax.Array, tail: jax.Array) -> jax.Array:
         """[head][prefix][tail] as embeddings; head [H] is shared by the batch."""
         batch = prefix.shape[0]
-        head = jnp.broadcast_to(self.llm.embed(head)[None], (batch, head.shape[0], prefix.shape[-1]))
+        head = jnp.broadcast_to(
+            self.llm.embed(head)[None], (batch, head.shape[0], prefix.shape[-1])
+        )
         return jnp.concatenate([head, prefix, self.llm.embed(tail)], axis=1)
 
-    def loss(self, clap_embedding: jax.Array, batch: TrainingBatch, noise_key: jax.Array | None
-             ) -> tuple[jax.Array, jax.Array]:
+    def loss(
+        self, clap_embedding: jax.Array, batch: TrainingBatch, noise_key: jax.Array | None
+    ) -> tuple[jax.Array, jax.Array]:
         """Next-token loss on answer + EOS; noise is injected when a key is given (training)."""
         if noise_key is not None:
             clap_embedding = inject_noise(clap_embedding, self.config.noise_variance, noise_key)
@@ -66,15 +77,18 @@ class MATS(nnx.Module):
         mask = jnp.concatenate([jnp.ones((prefix.shape[0], start), bool), batch.tail_mask], axis=1)
         hidden, _ = self.llm.hidden_states(embeddings=sequence, attention_mask=mask)
         # position t predicts token t+1: the tail is predicted from one position earlier
-        logits = self.llm.logits(hidden[:, start - 1:-1])
+        logits = self.llm.logits(hidden[:, start - 1 : -1])
         return next_token_loss(logits, batch.tail, batch.loss_mask)
 
-    def prompt_embeddings(self, clap_embedding: jax.Array, batch: InferenceBatch
-                          ) -> tuple[jax.Array, jax.Array]:
+    def prompt_embeddings(
+        self, clap_embedding: jax.Array, batch: InferenceBatch
+    ) -> tuple[jax.Array, jax.Array]:
         """(embeddings, attention mask) of a generation prompt; pads sit inside the tail, and
         positions follow the mask, so the LLM sees each row as if it were left-padded."""
         prefix = self.prefix(clap_embedding)
         sequence = self.sequence(prefix, jnp.asarray(batch.head), jnp.asarray(batch.tail))
         start = batch.head.shape[0] + prefix.shape[1]
-        mask = jnp.concatenate([jnp.ones((prefix.shape[0], start), bool), jnp.asarray(batch.tail_mask)], axis=1)
+        mask = jnp.concatenate(
+            [jnp.ones((prefix.shape[0], start), bool), jnp.asarray(batch.tail_mask)], axis=1
+        )
         return sequence, mask

@@ -1,7 +1,8 @@
 """MATS's prompt layout, token by token (docs/formats.md).
 
-    [BOS] "USER: <Speech>" <prefix_length audio embeddings> "</Speech> [tag] instruction\\nASSISTANT:"
-    answer [EOS]                                                          (training only)
+    [BOS] "USER: <Speech>" <prefix_length audio embeddings>
+        "</Speech> [tag] instruction\\nASSISTANT:"
+    answer [EOS]                                        (training only)
 
 The part before the audio is the same for every example, so it is a shared `head` and the audio
 always sits at the same positions; everything after it (the `tail`) varies and is padded. Text
@@ -64,8 +65,9 @@ class PromptBuilder:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
-    def training_batch(self, instructions: Sequence[str], tags: Sequence[str],
-                       answers: Sequence[str]) -> TrainingBatch:
+    def training_batch(
+        self, instructions: Sequence[str], tags: Sequence[str], answers: Sequence[str]
+    ) -> TrainingBatch:
         """Answers are cut to `max_answer_tokens` and to what fits in `tail_length` (EOS kept);
         a prompt that leaves no room for the EOS is an error naming the example."""
         n = len(instructions)
@@ -76,20 +78,24 @@ class PromptBuilder:
             prompt = self._ids(tail_text(instruction, tag))
             room = min(self.max_answer_tokens, self.tail_length - len(prompt) - 1)
             if room < 0:
-                raise ValueError(f"example {i}: the prompt alone takes {len(prompt)} tokens, "
-                                 f"tail_length is {self.tail_length}: {instruction!r}")
+                raise ValueError(
+                    f"example {i}: the prompt alone takes {len(prompt)} tokens, "
+                    f"tail_length is {self.tail_length}: {instruction!r}"
+                )
             ids = prompt + self._ids(answer)[:room] + [self.eos]
-            tail[i, :len(ids)] = ids
-            tail_mask[i, :len(ids)] = True
-            loss_mask[i, len(prompt):len(ids)] = True
+            tail[i, : len(ids)] = ids
+            tail_mask[i, : len(ids)] = True
+            loss_mask[i, len(prompt) : len(ids)] = True
         return TrainingBatch(self.head, tail, tail_mask, loss_mask)
 
     def inference_batch(self, instructions: Sequence[str], tags: Sequence[str]) -> InferenceBatch:
-        prompts = [self._ids(tail_text(instruction, tag)) for instruction, tag in zip(instructions, tags)]
+        prompts = [
+            self._ids(tail_text(instruction, tag)) for instruction, tag in zip(instructions, tags)
+        ]
         width = max(map(len, prompts))
         tail = np.full((len(prompts), width), self.pad, np.int32)
         tail_mask = np.zeros((len(prompts), width), bool)
         for i, ids in enumerate(prompts):
-            tail[i, width - len(ids):] = ids
-            tail_mask[i, width - len(ids):] = True
+            tail[i, width - len(ids) :] = ids
+            tail_mask[i, width - len(ids) :] = True
         return InferenceBatch(self.head, tail, tail_mask)

@@ -1,8 +1,9 @@
 """Santa: pull an audio embedding toward the CLAP *text* embeddings the model was trained on.
 
 MATS trains its mapper on text embeddings only, so at inference an audio embedding sits off the
-training distribution (the modality gap). Santa (docs/architecture.md) mixes it with nearby training texts:
-a memory bank of ~5k L2-normalised text embeddings is clustered once by k-means; per audio
+training distribution (the modality gap). Santa (docs/architecture.md) mixes it with nearby
+training texts: a memory bank of ~5k L2-normalised text embeddings is clustered once by k-means;
+per audio
 embedding a we take the nearest centre, the `top_l` nearest members of that cluster (padded by
 repeating the cluster's first member when it is smaller), perturb them with the training noise,
 weight them by softmax(temperature·⟨a, t_k⟩) and return mix·a + (1−mix)·Σ w_k t_k. The caller
@@ -41,8 +42,11 @@ EXACT = jax.lax.Precision.HIGHEST
 
 def _squared_distances(x: jax.Array, y: jax.Array) -> jax.Array:
     """||x_i − y_j||² [N, M] by one matmul (the form that shards and runs on the MXU)."""
-    return (jnp.sum(x * x, -1)[:, None] - 2.0 * jnp.matmul(x, y.T, precision=EXACT)
-            + jnp.sum(y * y, -1)[None, :])
+    return (
+        jnp.sum(x * x, -1)[:, None]
+        - 2.0 * jnp.matmul(x, y.T, precision=EXACT)
+        + jnp.sum(y * y, -1)[None, :]
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("k", "iterations"))
@@ -74,8 +78,11 @@ def kmeans(x: jax.Array, k: int, iterations: int, key: jax.Array) -> tuple[jax.A
     return centres, assign(centres)
 
 
-@functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=("embeddings", "centres", "members", "counts"), meta_fields=())
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=("embeddings", "centres", "members", "counts"),
+    meta_fields=(),
+)
 @dataclasses.dataclass(frozen=True)
 class MemoryBank:
     """The clustered text embeddings Santa retrieves from.
@@ -102,7 +109,9 @@ class MemoryBank:
     def load(cls, folder: str | Path) -> MemoryBank:
         path = Path(folder) / ARRAYS
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: build it with python -m mats_jax.memory_bank")
+            raise FileNotFoundError(
+                f"{path} not found: build it with python -m mats_jax.memory_bank"
+            )
         with np.load(path) as data:
             return cls(**{f.name: jnp.asarray(data[f.name]) for f in dataclasses.fields(cls)})
 
@@ -116,7 +125,7 @@ def member_table(assignments: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
         own = np.flatnonzero(assignments == c)
         if own.size:
             members[c] = own[0]
-            members[c, :own.size] = own
+            members[c, : own.size] = own
     return members, counts
 
 
@@ -142,9 +151,17 @@ def default_member_batch(batch: int) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("variant", "member_batch"))
-def retrieve_with_noise(bank: MemoryBank, audio: jax.Array, noise: jax.Array, *,
-                        temperature: float = 10.0, mix: float = 0.7, noise_variance: float = 0.015,
-                        variant: str = "original", member_batch: int | None = None) -> jax.Array:
+def retrieve_with_noise(
+    bank: MemoryBank,
+    audio: jax.Array,
+    noise: jax.Array,
+    *,
+    temperature: float = 10.0,
+    mix: float = 0.7,
+    noise_variance: float = 0.015,
+    variant: str = "original",
+    member_batch: int | None = None,
+) -> jax.Array:
     """Santa for a batch [B, D] with the standard-normal noise [B, top_l, D] given (top_l from it).
     `member_batch` (default: `default_member_batch`) only trades speed for memory."""
     if variant not in VARIANTS:
@@ -158,7 +175,9 @@ def retrieve_with_noise(bank: MemoryBank, audio: jax.Array, noise: jax.Array, *,
     cluster = jnp.argmin(to_centres, axis=1)
     members = bank.members[cluster]  # [B, L_max]
     if members.shape[1] < top_l:  # room for top_l picks; the extra slots are padding
-        members = jnp.concatenate([members, jnp.repeat(members[:, :1], top_l - members.shape[1], 1)], 1)
+        members = jnp.concatenate(
+            [members, jnp.repeat(members[:, :1], top_l - members.shape[1], 1)], 1
+        )
 
     def member_distances(a_and_members: tuple[jax.Array, jax.Array]) -> jax.Array:
         """||t||² − 2⟨a, t⟩ for one cluster's texts [W] (||a − t||² less ||a||²), reading only
@@ -183,35 +202,69 @@ def retrieve_with_noise(bank: MemoryBank, audio: jax.Array, noise: jax.Array, *,
     picked = jnp.take_along_axis(members, order, axis=1)
     # a cluster smaller than top_l: all its members, then its first member repeated
     picked = jnp.where(jnp.arange(top_l)[None, :] < count, picked, members[:, :1])
-    return _mix_with_perturbed(a, bank.embeddings[picked], noise, temperature=temperature,  # unit rows
-                               mix=mix, noise_variance=noise_variance)
+    return _mix_with_perturbed(
+        a,
+        bank.embeddings[picked],
+        noise,
+        temperature=temperature,  # unit rows
+        mix=mix,
+        noise_variance=noise_variance,
+    )
 
 
-def _mix_with_perturbed(a: jax.Array, x: jax.Array, noise: jax.Array, *, temperature: float, mix: float,
-                        noise_variance: float) -> jax.Array:
+def _mix_with_perturbed(
+    a: jax.Array,
+    x: jax.Array,
+    noise: jax.Array,
+    *,
+    temperature: float,
+    mix: float,
+    noise_variance: float,
+) -> jax.Array:
     """mix·a + (1−mix)·Σ_l w_l t_l with t_l = perturb(x_l) = (x_l + s·n_l) / ‖x_l + s·n_l‖,
     w = softmax(temperature·⟨a, t_l⟩), for unit x_l, without materialising t [B, L, D]:
     ‖x + s·n‖² = 1 + 2s⟨x, n⟩ + s²‖n‖², and ⟨a, t⟩ and Σ w t follow from the same dot products.
     Only reductions over x and n remain (a few reads, no [B, L, D] writes)."""
     s = jnp.sqrt(noise_variance)
-    norm = jnp.sqrt(1.0 + 2.0 * s * jnp.einsum("bld,bld->bl", x, noise, precision=EXACT)
-                    + s * s * jnp.einsum("bld,bld->bl", noise, noise, precision=EXACT))
-    dots = (jnp.einsum("bd,bld->bl", a, x, precision=EXACT)
-            + s * jnp.einsum("bd,bld->bl", a, noise, precision=EXACT)) / norm
+    norm = jnp.sqrt(
+        1.0
+        + 2.0 * s * jnp.einsum("bld,bld->bl", x, noise, precision=EXACT)
+        + s * s * jnp.einsum("bld,bld->bl", noise, noise, precision=EXACT)
+    )
+    dots = (
+        jnp.einsum("bd,bld->bl", a, x, precision=EXACT)
+        + s * jnp.einsum("bd,bld->bl", a, noise, precision=EXACT)
+    ) / norm
     scale = jax.nn.softmax(temperature * dots, axis=-1) / norm
-    texts = (jnp.einsum("bl,bld->bd", scale, x, precision=EXACT)
-             + s * jnp.einsum("bl,bld->bd", scale, noise, precision=EXACT))
+    texts = jnp.einsum("bl,bld->bd", scale, x, precision=EXACT) + s * jnp.einsum(
+        "bl,bld->bd", scale, noise, precision=EXACT
+    )
     return mix * a + (1.0 - mix) * texts
 
 
 @functools.partial(jax.jit, static_argnames=("top_l", "variant"))
-def retrieve(bank: MemoryBank, audio: jax.Array, *, key: jax.Array, top_l: int = 32,
-             temperature: float = 10.0, mix: float = 0.7, noise_variance: float = 0.015,
-             variant: str = "original") -> jax.Array:
+def retrieve(
+    bank: MemoryBank,
+    audio: jax.Array,
+    *,
+    key: jax.Array,
+    top_l: int = 32,
+    temperature: float = 10.0,
+    mix: float = 0.7,
+    noise_variance: float = 0.015,
+    variant: str = "original",
+) -> jax.Array:
     """Santa-mixed embeddings [B, D] for audio embeddings [B, D]; see the module docstring."""
     noise = jax.random.normal(key, (audio.shape[0], top_l, audio.shape[1]))
-    return retrieve_with_noise(bank, audio, noise, temperature=temperature, mix=mix,
-                               noise_variance=noise_variance, variant=variant)
+    return retrieve_with_noise(
+        bank,
+        audio,
+        noise,
+        temperature=temperature,
+        mix=mix,
+        noise_variance=noise_variance,
+        variant=variant,
+    )
 
 
 def maybe_retrieve(bank: MemoryBank | None, audio: jax.Array, **kwargs: Any) -> jax.Array:

@@ -22,7 +22,9 @@ def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
 
 
 class DecoderLM(nnx.Module):
-    """Base of `Llama` and `GPT2`. Subclasses define `embed`, `logits`, `_blocks` and cache shape."""
+    """Base of `Llama` and `GPT2`. Subclasses define `embed`, `logits`, `_blocks` and cache
+    shape.
+    """
 
     layers: nnx.List
 
@@ -32,23 +34,33 @@ class DecoderLM(nnx.Module):
     def logits(self, hidden: jax.Array) -> jax.Array:
         raise NotImplementedError
 
-    def _blocks(self, x: jax.Array, positions: jax.Array, key_mask: jax.Array,
-                cache: KVCache | None, cache_index: jax.Array | int
-                ) -> tuple[jax.Array, KVCache | None]:
+    def _blocks(
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        key_mask: jax.Array,
+        cache: KVCache | None,
+        cache_index: jax.Array | int,
+    ) -> tuple[jax.Array, KVCache | None]:
         raise NotImplementedError
 
     def cache_shape(self) -> tuple[int, int, int]:
         """(num_layers, kv_heads, head_dim)."""
         raise NotImplementedError
 
-    def run_layers(self, x: jax.Array, cache: KVCache | None,
-                   apply: Callable[[nnx.Module, jax.Array, tuple | None], tuple[jax.Array, tuple | None]]
-                   ) -> tuple[jax.Array, KVCache | None]:
+    def run_layers(
+        self,
+        x: jax.Array,
+        cache: KVCache | None,
+        apply: Callable[[nnx.Module, jax.Array, tuple | None], tuple[jax.Array, tuple | None]],
+    ) -> tuple[jax.Array, KVCache | None]:
         """`x` through every layer in turn, each with its slice of the cache: the one layer loop
         of every LM; `apply(layer, x, (keys, values) or None)` -> (x, the layer's new cache)."""
         keys, values = [], []
         for i, layer in enumerate(self.layers):
-            x, layer_cache = apply(layer, x, None if cache is None else (cache.keys[i], cache.values[i]))
+            x, layer_cache = apply(
+                layer, x, None if cache is None else (cache.keys[i], cache.values[i])
+            )
             if layer_cache is not None:
                 keys.append(layer_cache[0])
                 values.append(layer_cache[1])
@@ -58,10 +70,16 @@ class DecoderLM(nnx.Module):
         layers, kv_heads, head_dim = self.cache_shape()
         return KVCache.zeros(layers, batch, max_length, kv_heads, head_dim, dtype or self.dtype)
 
-    def hidden_states(self, tokens: jax.Array | None = None, *, embeddings: jax.Array | None = None,
-                      attention_mask: jax.Array | None = None, positions: jax.Array | None = None,
-                      cache: KVCache | None = None, cache_index: jax.Array | int = 0
-                      ) -> tuple[jax.Array, KVCache | None]:
+    def hidden_states(
+        self,
+        tokens: jax.Array | None = None,
+        *,
+        embeddings: jax.Array | None = None,
+        attention_mask: jax.Array | None = None,
+        positions: jax.Array | None = None,
+        cache: KVCache | None = None,
+        cache_index: jax.Array | int = 0,
+    ) -> tuple[jax.Array, KVCache | None]:
         """Final (normed) hidden states [B, T, D] and the updated cache.
 
         attention_mask: [B, S] real-token mask over the cache slots (S = cache length), or over
@@ -78,7 +96,9 @@ class DecoderLM(nnx.Module):
             positions = jnp.broadcast_to(cache_index + jnp.arange(length), (batch, length))
         return self._blocks(x, positions, attention_mask, cache, cache_index)
 
-    def __call__(self, tokens: jax.Array | None = None, **kwargs) -> tuple[jax.Array, KVCache | None]:
+    def __call__(
+        self, tokens: jax.Array | None = None, **kwargs
+    ) -> tuple[jax.Array, KVCache | None]:
         """Logits [B, T, V] (float32) and the updated cache; arguments as `hidden_states`."""
         hidden, cache = self.hidden_states(tokens, **kwargs)
         return self.logits(hidden), cache

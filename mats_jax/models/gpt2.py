@@ -39,15 +39,21 @@ class GPT2Config:
         return self.n_embd
 
     @classmethod
-    def from_hf(cls, hf: dict[str, Any]) -> "GPT2Config":
+    def from_hf(cls, hf: dict[str, Any]) -> GPT2Config:
         if hf.get("activation_function", "gelu_new") != "gelu_new":
-            raise ValueError(f"GPT-2 activation_function {hf['activation_function']!r} is not supported")
+            raise ValueError(
+                f"GPT-2 activation_function {hf['activation_function']!r} is not supported"
+            )
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in hf.items() if k in fields})
 
     def to_hf(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
-                "activation_function": "gelu_new"}
+        return {
+            **dataclasses.asdict(self),
+            "model_type": "gpt2",
+            "architectures": ["GPT2LMHeadModel"],
+            "activation_function": "gelu_new",
+        }
 
 
 class GPT2Attention(nnx.Module):
@@ -61,7 +67,9 @@ class GPT2Attention(nnx.Module):
     def __call__(self, x, key_mask, cache, cache_index):
         b, t, d = x.shape
         q, k, v = jnp.split(self.c_attn(x).reshape(b, t, 3 * self.num_heads, -1), 3, axis=2)
-        out, cache = attend_with_cache(q, k, v, key_mask=key_mask, cache=cache, cache_index=cache_index)
+        out, cache = attend_with_cache(
+            q, k, v, key_mask=key_mask, cache=cache, cache_index=cache_index
+        )
         return self.c_proj(out.reshape(b, t, d)), cache
 
 
@@ -93,12 +101,15 @@ class GPT2Block(nnx.Module):
 class GPT2(DecoderLM):
     """GPT2LMHeadModel; `hidden_states` gives GPT2Model's `last_hidden_state` (after ln_f)."""
 
-    def __init__(self, config: GPT2Config, *, dtype=jnp.float32, param_dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, config: GPT2Config, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs
+    ):
         self.config, self.dtype = config, dtype
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         self.wte = Embed(config.vocab_size, config.n_embd, axes=("vocab", "embed"), rngs=rngs, **kw)
-        self.wpe = Embed(config.n_positions, config.n_embd, axes=("positions", "embed"), rngs=rngs, **kw)
+        self.wpe = Embed(
+            config.n_positions, config.n_embd, axes=("positions", "embed"), rngs=rngs, **kw
+        )
         self.layers = nnx.List([GPT2Block(config, rngs=rngs, **kw) for _ in range(config.n_layer)])
         self.ln_f = LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, **kw)
 
@@ -113,6 +124,7 @@ class GPT2(DecoderLM):
         return c.n_layer, c.n_head, c.n_embd // c.n_head
 
     def _blocks(self, x, positions, key_mask, cache, cache_index):
-        x, cache = self.run_layers(x + self.wpe(positions), cache,
-                                   lambda layer, h, c: layer(h, key_mask, c, cache_index))
+        x, cache = self.run_layers(
+            x + self.wpe(positions), cache, lambda layer, h, c: layer(h, key_mask, c, cache_index)
+        )
         return self.ln_f(x), cache

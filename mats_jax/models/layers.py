@@ -1,7 +1,8 @@
 """Building blocks shared by every transformer in the project.
 
-Every parameter carries `logical_axes` metadata (e.g. ``("embed", "mlp")``); `mats_jax.runtime.sharding`
-maps those names to mesh axes with one rules table, so no module knows about meshes.
+Every parameter carries `logical_axes` metadata (e.g. ``("embed", "mlp")``);
+`mats_jax.runtime.sharding` maps those names to mesh axes with one rules table, so no module knows
+about meshes.
 
 `Linear` owns its optional LoRA adapter (rather than being wrapped by one) so that the base
 weight keeps the same path with and without LoRA: converters, checkpoints and sharding rules
@@ -25,8 +26,14 @@ Axes = tuple[str | None, ...]
 default_init = nnx.initializers.normal(stddev=0.02)
 
 
-def param(rngs: nnx.Rngs | None, init, shape: tuple[int, ...], dtype: Dtype, axes: Axes,
-          kind: type[nnx.Variable] = nnx.Param) -> nnx.Variable:
+def param(
+    rngs: nnx.Rngs | None,
+    init,
+    shape: tuple[int, ...],
+    dtype: Dtype,
+    axes: Axes,
+    kind: type[nnx.Variable] = nnx.Param,
+) -> nnx.Variable:
     """A parameter of `shape` with its logical axis names attached."""
     assert len(axes) == len(shape), (axes, shape)
     key = rngs.params() if rngs is not None else jax.random.key(0)
@@ -34,16 +41,29 @@ def param(rngs: nnx.Rngs | None, init, shape: tuple[int, ...], dtype: Dtype, axe
 
 
 class Linear(nnx.Module):
-    """y = x @ kernel (+ bias), kernel stored [in, out]; optional LoRA: + dropout(x) @ A @ B * alpha/r."""
+    """y = x @ kernel (+ bias), kernel stored [in, out]; optional LoRA:
+    + dropout(x) @ A @ B * alpha/r.
+    """
 
-    def __init__(self, in_features: int, out_features: int, *, axes: tuple[str, str],
-                 use_bias: bool = False, dtype: Dtype = jnp.float32,
-                 param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        axes: tuple[str, str],
+        use_bias: bool = False,
+        dtype: Dtype = jnp.float32,
+        param_dtype: Dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         self.in_features, self.out_features, self.axes = in_features, out_features, axes
         self.dtype = dtype
         self.kernel = param(rngs, default_init, (in_features, out_features), param_dtype, axes)
-        self.bias = nnx.data(param(rngs, nnx.initializers.zeros, (out_features,), param_dtype, axes[1:])
-                             if use_bias else None)
+        self.bias = nnx.data(
+            param(rngs, nnx.initializers.zeros, (out_features,), param_dtype, axes[1:])
+            if use_bias
+            else None
+        )
         self.lora_a: nnx.LoRAParam | None = nnx.data(None)  # data, not static: add_lora fills it
         self.lora_b: nnx.LoRAParam | None = nnx.data(None)
 
@@ -52,10 +72,17 @@ class Linear(nnx.Module):
         # peft uses nn.init.kaiming_uniform_(a=sqrt(5)) on A [r, in]: bound = 1/sqrt(in).
         bound = 1.0 / math.sqrt(self.in_features)
         init_a = lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound)
-        self.lora_a = param(rngs, init_a, (self.in_features, rank), jnp.float32,
-                            (self.axes[0], None), nnx.LoRAParam)
-        self.lora_b = param(rngs, nnx.initializers.zeros, (rank, self.out_features), jnp.float32,
-                            (None, self.axes[1]), nnx.LoRAParam)
+        self.lora_a = param(
+            rngs, init_a, (self.in_features, rank), jnp.float32, (self.axes[0], None), nnx.LoRAParam
+        )
+        self.lora_b = param(
+            rngs,
+            nnx.initializers.zeros,
+            (rank, self.out_features),
+            jnp.float32,
+            (None, self.axes[1]),
+            nnx.LoRAParam,
+        )
         self.lora_scale = alpha / rank
         self.lora_dropout = nnx.Dropout(dropout, rngs=rngs)
 
@@ -82,8 +109,16 @@ class Linear(nnx.Module):
 class Embed(nnx.Module):
     """Token (or position) embedding table [num, features]; `attend` gives tied output logits."""
 
-    def __init__(self, num: int, features: int, *, axes: tuple[str, str], dtype: Dtype = jnp.float32,
-                 param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        num: int,
+        features: int,
+        *,
+        axes: tuple[str, str],
+        dtype: Dtype = jnp.float32,
+        param_dtype: Dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         self.dtype = dtype
         self.embedding = param(rngs, default_init, (num, features), param_dtype, axes)
 
@@ -97,8 +132,15 @@ class Embed(nnx.Module):
 class RMSNorm(nnx.Module):
     """LLaMA's RMSNorm: normalise in float32, cast back, then scale (HF's order of operations)."""
 
-    def __init__(self, features: int, *, eps: float, dtype: Dtype = jnp.float32,
-                 param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs | None = None):
+    def __init__(
+        self,
+        features: int,
+        *,
+        eps: float,
+        dtype: Dtype = jnp.float32,
+        param_dtype: Dtype = jnp.float32,
+        rngs: nnx.Rngs | None = None,
+    ):
         self.eps, self.dtype = eps, dtype
         self.scale = param(rngs, nnx.initializers.ones, (features,), param_dtype, ("embed",))
 
@@ -111,9 +153,16 @@ class RMSNorm(nnx.Module):
 class LayerNorm(nnx.Module):
     """LayerNorm with scale and bias, statistics in float32."""
 
-    def __init__(self, features: int, *, eps: float = 1e-5, axis_name: str = "embed",
-                 dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
-                 rngs: nnx.Rngs | None = None):
+    def __init__(
+        self,
+        features: int,
+        *,
+        eps: float = 1e-5,
+        axis_name: str = "embed",
+        dtype: Dtype = jnp.float32,
+        param_dtype: Dtype = jnp.float32,
+        rngs: nnx.Rngs | None = None,
+    ):
         self.eps, self.dtype = eps, dtype
         self.scale = param(rngs, nnx.initializers.ones, (features,), param_dtype, (axis_name,))
         self.bias = param(rngs, nnx.initializers.zeros, (features,), param_dtype, (axis_name,))
@@ -139,17 +188,26 @@ class KVCache:
     values: tuple[jax.Array, ...]
 
     @classmethod
-    def zeros(cls, num_layers: int, batch: int, max_length: int, kv_heads: int, head_dim: int,
-              dtype: Dtype) -> "KVCache":
+    def zeros(
+        cls,
+        num_layers: int,
+        batch: int,
+        max_length: int,
+        kv_heads: int,
+        head_dim: int,
+        dtype: Dtype,
+    ) -> KVCache:
         shape = (batch, max_length, kv_heads, head_dim)
-        return cls(tuple(jnp.zeros(shape, dtype) for _ in range(num_layers)),
-                   tuple(jnp.zeros(shape, dtype) for _ in range(num_layers)))
+        return cls(
+            tuple(jnp.zeros(shape, dtype) for _ in range(num_layers)),
+            tuple(jnp.zeros(shape, dtype) for _ in range(num_layers)),
+        )
 
     @property
     def max_length(self) -> int:
         return self.keys[0].shape[1]
 
-    def map(self, fn: Callable[[jax.Array], jax.Array]) -> "KVCache":
+    def map(self, fn: Callable[[jax.Array], jax.Array]) -> KVCache:
         """`fn` applied to every buffer."""
         return KVCache(tuple(map(fn, self.keys)), tuple(map(fn, self.values)))
 
@@ -165,17 +223,25 @@ def take_beams(rows: jax.Array, parents: jax.Array) -> jax.Array:
     return jnp.take_along_axis(grouped, index, axis=1).reshape(rows.shape)
 
 
-def cudnn_attention_fits(dtype: Dtype, head_dim: int, query_length: int, key_length: int,
-                         backend: str | None = None) -> bool:
+def cudnn_attention_fits(
+    dtype: Dtype, head_dim: int, query_length: int, key_length: int, backend: str | None = None
+) -> bool:
     """Whether cuDNN's fused (flash) attention takes these shapes: a GPU, bf16/f16, a head dim
     that is a multiple of 8 up to 128 (every GPU generation; Hopper allows more), and even
     lengths (the mask travels as a bias, whose gradient kernels need them)."""
-    return ((backend or jax.default_backend()) == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
-            and head_dim % 8 == 0 and head_dim <= 128 and query_length % 2 == 0 and key_length % 2 == 0)
+    return (
+        (backend or jax.default_backend()) == "gpu"
+        and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+        and head_dim % 8 == 0
+        and head_dim <= 128
+        and query_length % 2 == 0
+        and key_length % 2 == 0
+    )
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, implementation: str | None = None
-              ) -> jax.Array:
+def attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, implementation: str | None = None
+) -> jax.Array:
     """Grouped-query attention. q [B,T,N,H], k/v [B,S,K,H] with N a multiple of K, mask [B,T,S].
 
     `implementation`: "einsum" (below: f32 scores and softmax, what CPU and TPU run), "cudnn" or
@@ -194,7 +260,9 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impleme
         sees_nothing = ~mask.any(-1)  # [B, T]
         q = jnp.where(sees_nothing[:, :, None, None], jnp.zeros_like(q), q)
         mask = mask | sees_nothing[:, :, None]
-        return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation=implementation)
+        return jax.nn.dot_product_attention(
+            q, k, v, mask=mask[:, None], implementation=implementation
+        )
     b, t, n, h = q.shape
     kv_heads = k.shape[2]
     q = q.reshape(b, t, kv_heads, n // kv_heads, h)
@@ -204,9 +272,15 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impleme
     return jnp.einsum("bkgts,bskh->btkgh", probs, v).reshape(b, t, n, h)
 
 
-def attend_with_cache(q: jax.Array, k: jax.Array, v: jax.Array, *, key_mask: jax.Array,
-                      cache: tuple[jax.Array, jax.Array] | None, cache_index: jax.Array | int
-                      ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+def attend_with_cache(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    key_mask: jax.Array,
+    cache: tuple[jax.Array, jax.Array] | None,
+    cache_index: jax.Array | int,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """Causal attention over this call's keys, written into `cache` at `cache_index` if given.
 
     key_mask [B, S] marks slots holding real tokens (S = cache length, or T without a cache).
@@ -215,8 +289,12 @@ def attend_with_cache(q: jax.Array, k: jax.Array, v: jax.Array, *, key_mask: jax
     t = q.shape[1]
     if cache is not None:
         k_cache, v_cache = cache
-        k = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), cache_index, axis=1)
-        v = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), cache_index, axis=1)
+        k = jax.lax.dynamic_update_slice_in_dim(
+            k_cache, k.astype(k_cache.dtype), cache_index, axis=1
+        )
+        v = jax.lax.dynamic_update_slice_in_dim(
+            v_cache, v.astype(v_cache.dtype), cache_index, axis=1
+        )
         cache = (k, v)
     query_slot = cache_index + jnp.arange(t)
     causal = jnp.arange(k.shape[1])[None, :] <= query_slot[:, None]

@@ -47,21 +47,33 @@ class LlamaConfig:
         return self.head_dim or self.hidden_size // self.num_attention_heads
 
     @classmethod
-    def from_hf(cls, hf: dict[str, Any]) -> "LlamaConfig":
-        """From a Hugging Face config.json dict (v4 `rope_theta`/`rope_scaling` or v5 `rope_parameters`)."""
+    def from_hf(cls, hf: dict[str, Any]) -> LlamaConfig:
+        """From a Hugging Face config.json dict (v4 `rope_theta`/`rope_scaling` or v5
+        `rope_parameters`).
+        """
         rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
         theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         fields = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in hf.items() if k in fields and k not in ("rope_scaling", "rope_theta")}
-        return cls(**kwargs, rope_theta=float(theta),
-                   rope_scaling=None if rope_type == "default" else rope)
+        kwargs = {
+            k: v for k, v in hf.items() if k in fields and k not in ("rope_scaling", "rope_theta")
+        }
+        return cls(
+            **kwargs, rope_theta=float(theta), rope_scaling=None if rope_type == "default" else rope
+        )
 
     def to_hf(self) -> dict[str, Any]:
-        hf = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("rope_scaling", "rope_theta")}
+        hf = {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if k not in ("rope_scaling", "rope_theta")
+        }
         hf["head_dim"] = self.head_size
-        hf["rope_parameters"] = {"rope_theta": self.rope_theta, "rope_type": "default",
-                                 **(self.rope_scaling or {})}
+        hf["rope_parameters"] = {
+            "rope_theta": self.rope_theta,
+            "rope_type": "default",
+            **(self.rope_scaling or {}),
+        }
         hf.update(model_type="llama", architectures=["LlamaForCausalLM"], hidden_act="silu")
         return hf
 
@@ -75,13 +87,20 @@ def rope_frequencies(config: LlamaConfig) -> jax.Array:
     if kind == "linear":
         inv_freq = inv_freq / scaling["factor"]
     elif kind == "llama3":
-        factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+        factor, low, high = (
+            scaling["factor"],
+            scaling["low_freq_factor"],
+            scaling["high_freq_factor"],
+        )
         old_context = scaling["original_max_position_embeddings"]
         wavelen = 2 * math.pi / inv_freq
         smooth = (old_context / wavelen - low) / (high - low)
         smoothed = (1 - smooth) * inv_freq / factor + smooth * inv_freq
-        inv_freq = jnp.where(wavelen > old_context / low, inv_freq / factor,
-                             jnp.where(wavelen < old_context / high, inv_freq, smoothed))
+        inv_freq = jnp.where(
+            wavelen > old_context / low,
+            inv_freq / factor,
+            jnp.where(wavelen < old_context / high, inv_freq, smoothed),
+        )
     elif kind is not None:
         raise ValueError(f"rope_type {kind!r} is not supported (default, linear, llama3)")
     return inv_freq
@@ -100,8 +119,11 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
 class LlamaAttention(nnx.Module):
     def __init__(self, config: LlamaConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
         d, h = config.hidden_size, config.head_size
-        self.num_heads, self.num_kv_heads, self.head_dim = (config.num_attention_heads,
-                                                            config.num_key_value_heads, h)
+        self.num_heads, self.num_kv_heads, self.head_dim = (
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            h,
+        )
         kw = dict(use_bias=config.attention_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.q_proj = Linear(d, self.num_heads * h, axes=("embed", "q_heads"), **kw)
         self.k_proj = Linear(d, self.num_kv_heads * h, axes=("embed", "kv_heads"), **kw)
@@ -114,7 +136,9 @@ class LlamaAttention(nnx.Module):
         k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
-        out, cache = attend_with_cache(q, k, v, key_mask=key_mask, cache=cache, cache_index=cache_index)
+        out, cache = attend_with_cache(
+            q, k, v, key_mask=key_mask, cache=cache, cache_index=cache_index
+        )
         return self.o_proj(out.reshape(b, t, -1)), cache
 
 
@@ -139,8 +163,9 @@ class LlamaDecoderLayer(nnx.Module):
         self.mlp = LlamaMLP(config, rngs=rngs, **kw)
 
     def __call__(self, x, positions, inv_freq, key_mask, cache, cache_index):
-        attn, cache = self.self_attn(self.input_layernorm(x), positions, inv_freq, key_mask,
-                                     cache, cache_index)
+        attn, cache = self.self_attn(
+            self.input_layernorm(x), positions, inv_freq, key_mask, cache, cache_index
+        )
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), cache
 
@@ -148,18 +173,25 @@ class LlamaDecoderLayer(nnx.Module):
 class Llama(DecoderLM):
     """LlamaForCausalLM. `dtype` is the compute dtype, `param_dtype` the storage dtype."""
 
-    def __init__(self, config: LlamaConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, config: LlamaConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs
+    ):
         self.config, self.dtype = config, dtype
         kw = dict(dtype=dtype, param_dtype=param_dtype)
-        self.embed_tokens = Embed(config.vocab_size, config.hidden_size, axes=("vocab", "embed"),
-                                  rngs=rngs, **kw)
-        self.layers = nnx.List([LlamaDecoderLayer(config, rngs=rngs, **kw)
-                                for _ in range(config.num_hidden_layers)])
+        self.embed_tokens = Embed(
+            config.vocab_size, config.hidden_size, axes=("vocab", "embed"), rngs=rngs, **kw
+        )
+        self.layers = nnx.List(
+            [LlamaDecoderLayer(config, rngs=rngs, **kw) for _ in range(config.num_hidden_layers)]
+        )
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, **kw)
-        self.lm_head = (None if config.tie_word_embeddings else
-                        Linear(config.hidden_size, config.vocab_size, axes=("embed", "vocab"),
-                               rngs=rngs, **kw))
+        self.lm_head = (
+            None
+            if config.tie_word_embeddings
+            else Linear(
+                config.hidden_size, config.vocab_size, axes=("embed", "vocab"), rngs=rngs, **kw
+            )
+        )
 
     def embed(self, tokens):
         return self.embed_tokens(tokens)
@@ -175,5 +207,6 @@ class Llama(DecoderLM):
     def _blocks(self, x, positions, key_mask, cache, cache_index):
         inv_freq = rope_frequencies(self.config)
         x, cache = self.run_layers(
-            x, cache, lambda layer, h, c: layer(h, positions, inv_freq, key_mask, c, cache_index))
+            x, cache, lambda layer, h, c: layer(h, positions, inv_freq, key_mask, c, cache_index)
+        )
         return self.norm(x), cache

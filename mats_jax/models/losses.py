@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import optax
 
 
-def next_token_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array
-                    ) -> tuple[jax.Array, jax.Array]:
+def next_token_loss(
+    logits: jax.Array, targets: jax.Array, mask: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """(mean cross-entropy over masked tokens, number of masked tokens), both float32.
 
     logits [B, T, V] already aligned with targets [B, T] (shift before calling: position t
@@ -35,8 +36,9 @@ def next_token_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array
     """
     mask = mask.astype(jnp.float32)
     safe_targets = jnp.where(mask > 0, targets, 0).astype(jnp.int32)
-    per_token = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
-                                                                safe_targets)
+    per_token = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), safe_targets
+    )
     count = jnp.sum(mask)
     loss = jnp.sum(per_token * mask) / jnp.maximum(count, 1.0)
     return loss, count

@@ -43,25 +43,36 @@ def create_jitted(factory: Callable[[], M]) -> M:
     return nnx.merge(graphdef, jax.jit(lambda: nnx.split(factory())[1])())
 
 
-def check_arrays(expected: Mapping[str, tuple[int, ...]], arrays: Mapping[str, np.ndarray], source: str,
-                 display: Callable[[str], str] = str) -> None:
+def check_arrays(
+    expected: Mapping[str, tuple[int, ...]],
+    arrays: Mapping[str, np.ndarray],
+    source: str,
+    display: Callable[[str], str] = str,
+) -> None:
     """The one check of a set of arrays against what a model holds: every key present, none
     extra, shapes equal. Raises ModelFileError naming the first offending key as `display`
     shows it (e.g. by its PyTorch name)."""
     missing = sorted(set(expected) - set(arrays))
     if missing:
-        raise ModelFileError(f"{source}: missing key {display(missing[0])!r} ({len(missing)} missing)")
+        raise ModelFileError(
+            f"{source}: missing key {display(missing[0])!r} ({len(missing)} missing)"
+        )
     unexpected = sorted(set(arrays) - set(expected))
     if unexpected:
-        raise ModelFileError(f"{source}: unexpected key {display(unexpected[0])!r} ({len(unexpected)} unexpected)")
+        raise ModelFileError(
+            f"{source}: unexpected key {display(unexpected[0])!r} ({len(unexpected)} unexpected)"
+        )
     for key, shape in expected.items():
         if tuple(arrays[key].shape) != tuple(shape):
-            raise ModelFileError(f"{source}: {display(key)!r} has shape {tuple(arrays[key].shape)}, "
-                                 f"the model expects {tuple(shape)}")
+            raise ModelFileError(
+                f"{source}: {display(key)!r} has shape {tuple(arrays[key].shape)}, "
+                f"the model expects {tuple(shape)}"
+            )
 
 
-def load_params(model: M, arrays: Mapping[str, np.ndarray], source: str = "checkpoint",
-                kind=nnx.Param) -> M:
+def load_params(
+    model: M, arrays: Mapping[str, np.ndarray], source: str = "checkpoint", kind=nnx.Param
+) -> M:
     """Assigns `arrays` into `model` in place (cast to each variable's dtype) and returns it;
     `model` may be abstract (`nnx.eval_shape`), so loading never pays for a random
     initialisation. Keys and shapes must match exactly (`check_arrays`)."""

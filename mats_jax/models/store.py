@@ -18,8 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from mats_jax.runtime.fileio import ModelFileError
-from mats_jax.runtime.fileio import atomic_directory
+from mats_jax.runtime.fileio import ModelFileError, atomic_directory
 
 METADATA_FILE = "mats_jax.json"
 PARAMS_DIR = "params"

@@ -1,4 +1,6 @@
-"""Tokenizers from local files only: a Hugging Face folder, a GGUF file, or a mats_jax checkpoint."""
+"""Tokenizers from local files only: a Hugging Face folder, a GGUF file, or a mats_jax
+checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ def load_tokenizer(path: str | Path) -> transformers.PreTrainedTokenizerBase:
     try:
         if path.is_file():
             return transformers.AutoTokenizer.from_pretrained(
-                str(path.parent), gguf_file=path.name, local_files_only=True)
+                str(path.parent), gguf_file=path.name, local_files_only=True
+            )
         return transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError, KeyError) as e:
         raise ModelFileError(f"{path}: no usable tokenizer ({str(e).splitlines()[0]})") from None

@@ -27,5 +27,6 @@ def _package_file(package: str, relative: str, *, wheel: str) -> Path:
         path = Path(folder) / relative
         if path.is_file():
             return path
-    raise FileNotFoundError(f"{relative} of {package} not found: install it with "
-                            f"`pip install --no-deps {wheel}`")
+    raise FileNotFoundError(
+        f"{relative} of {package} not found: install it with `pip install --no-deps {wheel}`"
+    )

@@ -22,13 +22,22 @@ from mats_jax.runtime import distributed
 from mats_jax.runtime.errors import InputError
 
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, f"HOST:PORT of process 0, for a multi-process run (or ${distributed.ENV_COORDINATOR})")
+    "coordinator_address",
+    None,
+    f"HOST:PORT of process 0, for a multi-process run (or ${distributed.ENV_COORDINATOR})",
+)
 _NUM_PROCESSES = flags.DEFINE_integer(
-    "num_processes", None, f"processes in the run (or ${distributed.ENV_NUM_PROCESSES})")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, f"this process, 0-based (or ${distributed.ENV_PROCESS_ID})")
+    "num_processes", None, f"processes in the run (or ${distributed.ENV_NUM_PROCESSES})"
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, f"this process, 0-based (or ${distributed.ENV_PROCESS_ID})"
+)
 _TIMEOUT = flags.DEFINE_integer(
-    "coordinator_timeout", None,
-    f"seconds to wait for every process (default {distributed.DEFAULT_TIMEOUT_S}, or ${distributed.ENV_TIMEOUT})")
+    "coordinator_timeout",
+    None,
+    f"seconds to wait for every process (default {distributed.DEFAULT_TIMEOUT_S}, "
+    f"or ${distributed.ENV_TIMEOUT})",
+)
 
 
 def fail(message: str) -> None:
@@ -42,13 +51,18 @@ def parse_flags(argv: list[str]) -> list[str]:
     except flags.Error as e:
         fail(str(e))
     except (AttributeError, KeyError, TypeError, ValueError) as e:
-        fail(f"cannot apply the --config overrides: {type(e).__name__} {e} (unknown key or wrong type)")
+        fail(
+            f"cannot apply the --config overrides: {type(e).__name__} {e} "
+            "(unknown key or wrong type)"
+        )
 
 
 INPUT_ERRORS = (InputError, FileNotFoundError, FileExistsError)
 
 
-def run(command: Callable[[ml_collections.ConfigDict, Path], object], config_flag, workdir_flag) -> None:
+def run(
+    command: Callable[[ml_collections.ConfigDict, Path], object], config_flag, workdir_flag
+) -> None:
     """app.run `command(config, workdir)` in every process of the run; bad input (INPUT_ERRORS)
     and a cluster that cannot form are reported as one line, exit status 2. Processes other
     than 0 log only errors: process 0 speaks for the run."""
@@ -61,8 +75,9 @@ def run(command: Callable[[ml_collections.ConfigDict, Path], object], config_fla
         if config_flag.value is None or workdir_flag.value is None:
             fail("--config and --workdir are required")
         try:
-            joined = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                                            _TIMEOUT.value)
+            joined = distributed.initialize(
+                _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _TIMEOUT.value
+            )
             # one process: no device is touched here, so a config error stays the only output
             if joined.method != "single" and not distributed.is_process_zero():
                 logging.set_verbosity(logging.ERROR)
@@ -73,7 +88,9 @@ def run(command: Callable[[ml_collections.ConfigDict, Path], object], config_fla
     app.run(main, flags_parser=parse_flags)
 
 
-def reports_input_errors(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+def reports_input_errors(
+    main: Callable[[list[str] | None], int],
+) -> Callable[[list[str] | None], int]:
     """An argparse command's `main(argv) -> exit status`, with bad input (INPUT_ERRORS) printed as
     `error: ...` on stderr and exit status 1."""
 

@@ -48,7 +48,13 @@ ENV_TIMEOUT = "MATS_COORDINATOR_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300
 BARRIER_TIMEOUT_S = 3 * 3600  # process 0 may prepare a corpus while the others wait
 FILE_VISIBLE_TIMEOUT_S = 120  # network filesystems may show a new file to other hosts late
-_SLURM_STEP = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+_SLURM_STEP = (
+    "SLURM_JOB_ID",
+    "SLURM_STEP_NODELIST",
+    "SLURM_NTASKS",
+    "SLURM_PROCID",
+    "SLURM_LOCALID",
+)
 _barrier_count = itertools.count()
 
 
@@ -66,9 +72,14 @@ class Plan:
     process_id: int | None = None
 
 
-def plan(coordinator_address: str | None = None, num_processes: int | None = None,
-         process_id: int | None = None, *, environ: Mapping[str, str] = os.environ,
-         on_cloud_tpu_vm: bool | None = None) -> Plan:
+def plan(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    environ: Mapping[str, str] = os.environ,
+    on_cloud_tpu_vm: bool | None = None,
+) -> Plan:
     """What `initialize` will do, from flags (given values) and `environ`; no side effects."""
     address = coordinator_address or environ.get(ENV_COORDINATOR) or None
     count = num_processes if num_processes is not None else _int_env(environ, ENV_NUM_PROCESSES)
@@ -76,32 +87,55 @@ def plan(coordinator_address: str | None = None, num_processes: int | None = Non
     if (address, count, index) != (None, None, None):
         if count == 1 and index in (None, 0):
             return Plan("single")
-        missing = [name for name, value in (("--coordinator_address", address),
-                                            ("--num_processes", count), ("--process_id", index)) if value is None]
+        missing = [
+            name
+            for name, value in (
+                ("--coordinator_address", address),
+                ("--num_processes", count),
+                ("--process_id", index),
+            )
+            if value is None
+        ]
         if missing:
-            raise DistributedError(f"a multi-process run needs --coordinator_address, --num_processes and "
-                                   f"--process_id (or {ENV_COORDINATOR}, {ENV_NUM_PROCESSES}, {ENV_PROCESS_ID}); "
-                                   f"missing {', '.join(missing)}")
+            raise DistributedError(
+                f"a multi-process run needs --coordinator_address, --num_processes and "
+                f"--process_id (or {ENV_COORDINATOR}, {ENV_NUM_PROCESSES}, {ENV_PROCESS_ID}); "
+                f"missing {', '.join(missing)}"
+            )
         if count < 1 or not 0 <= index < count:
-            raise DistributedError(f"process id {index} is not in [0, {count}) (--num_processes {count})")
+            raise DistributedError(
+                f"process id {index} is not in [0, {count}) (--num_processes {count})"
+            )
         _split_address(address)
         return Plan("explicit", address, count, index)
     if all(name in environ for name in _SLURM_STEP) and int(environ["SLURM_NTASKS"]) > 1:
-        return Plan("slurm", num_processes=int(environ["SLURM_NTASKS"]), process_id=int(environ["SLURM_PROCID"]))
+        return Plan(
+            "slurm",
+            num_processes=int(environ["SLURM_NTASKS"]),
+            process_id=int(environ["SLURM_PROCID"]),
+        )
     if _on_cloud_tpu_vm() if on_cloud_tpu_vm is None else on_cloud_tpu_vm:
         return Plan("tpu")
     return Plan("single")
 
 
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, timeout_s: float | None = None) -> Plan:
+def initialize(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    timeout_s: float | None = None,
+) -> Plan:
     """Joins the cluster the flags or the environment describe (see module doc); a no-op for
     one process. Must run before anything touches a device. Raises DistributedError (or ends
     the process with a one-line error, exit status 2, when the cluster does not complete)."""
     how = plan(coordinator_address, num_processes, process_id)
     if how.method == "single":
         return how
-    timeout = timeout_s if timeout_s is not None else (_int_env(os.environ, ENV_TIMEOUT) or DEFAULT_TIMEOUT_S)
+    timeout = (
+        timeout_s
+        if timeout_s is not None
+        else (_int_env(os.environ, ENV_TIMEOUT) or DEFAULT_TIMEOUT_S)
+    )
     deadline = time.monotonic() + timeout
     if how.method == "explicit":
         where = f"the JAX coordinator at {how.coordinator_address}"
@@ -110,15 +144,23 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         else:
             _wait_until_reachable(how.coordinator_address, deadline, timeout, how)
         # "deactivate": SLURM detection would otherwise pin this process to one GPU
-        kwargs = dict(coordinator_address=how.coordinator_address, num_processes=how.num_processes,
-                      process_id=how.process_id, cluster_detection_method="deactivate")
+        kwargs = dict(
+            coordinator_address=how.coordinator_address,
+            num_processes=how.num_processes,
+            process_id=how.process_id,
+            cluster_detection_method="deactivate",
+        )
     else:
         where = f"the JAX coordinator found by {how.method} detection"
         kwargs = dict(cluster_detection_method="slurm") if how.method == "slurm" else {}
     remaining = max(1.0, deadline - time.monotonic())
-    who = f"process {how.process_id} of {how.num_processes}" if how.num_processes else "this process"
-    message = (f"error: {who}: not every process joined {where} within {timeout:g} s; start all of them "
-               f"with the same address and process count (or raise {ENV_TIMEOUT})")
+    who = (
+        f"process {how.process_id} of {how.num_processes}" if how.num_processes else "this process"
+    )
+    message = (
+        f"error: {who}: not every process joined {where} within {timeout:g} s; start all of them "
+        f"with the same address and process count (or raise {ENV_TIMEOUT})"
+    )
     with _watchdog(remaining, message):
         # jax's own deadline comes later, so the watchdog's message is what the user sees
         jax.distributed.initialize(initialization_timeout=int(remaining) + 60, **kwargs)
@@ -141,8 +183,10 @@ def barrier(name: str, timeout_s: float = BARRIER_TIMEOUT_S) -> None:
     try:
         multihost.get_barrier_sync_fn()(key=key, timeout_ms=int(timeout_s * 1000))
     except jax.errors.JaxRuntimeError as e:
-        raise DistributedError(f"process {jax.process_index()}: not every process reached '{name}' within "
-                               f"{timeout_s:g} s ({str(e).splitlines()[0]})") from None
+        raise DistributedError(
+            f"process {jax.process_index()}: not every process reached '{name}' within "
+            f"{timeout_s:g} s ({str(e).splitlines()[0]})"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -162,9 +206,11 @@ def wait_for_file(path: Path, timeout_s: float = FILE_VISIBLE_TIMEOUT_S) -> None
     deadline = time.monotonic() + timeout_s
     while not path.exists():
         if time.monotonic() > deadline:
-            raise DistributedError(f"process {jax.process_index()} does not see {path}, written by another "
-                                   f"process, after {timeout_s:g} s: the workdir must be on a filesystem every "
-                                   f"process shares (NFS, Lustre, a bucket mounted with gcsfuse)")
+            raise DistributedError(
+                f"process {jax.process_index()} does not see {path}, written by another "
+                f"process, after {timeout_s:g} s: the workdir must be on a filesystem every "
+                f"process shares (NFS, Lustre, a bucket mounted with gcsfuse)"
+            )
         time.sleep(0.5)
 
 
@@ -175,15 +221,21 @@ def batch_shard(sharding: Sharding, batch_size: int) -> tuple[int, int]:
     The process reads those rows and nothing else; processes that share rows (a tensor axis
     across hosts) read the same ones.
     """
-    blocks = sorted({(s.start or 0, batch_size if s.stop is None else s.stop)
-                     for s, in sharding.addressable_devices_indices_map((batch_size,)).values()})
+    blocks = sorted(
+        {
+            (s.start or 0, batch_size if s.stop is None else s.stop)
+            for (s,) in sharding.addressable_devices_indices_map((batch_size,)).values()
+        }
+    )
     start, stop = blocks[0][0], max(end for _, end in blocks)
     size = stop - start
     gap = any(b_start > a_end for (_, a_end), (b_start, _) in zip(blocks, blocks[1:]))
     if gap or batch_size % size or start % size:
-        raise DistributedError(f"process {jax.process_index()}'s devices hold batch rows "
-                               f"{[list(b) for b in blocks]} of {batch_size}, not one equal share: order the "
-                               f"mesh's devices so that each process's devices are adjacent on the data axes")
+        raise DistributedError(
+            f"process {jax.process_index()}'s devices hold batch rows "
+            f"{[list(b) for b in blocks]} of {batch_size}, not one equal share: order the "
+            f"mesh's devices so that each process's devices are adjacent on the data axes"
+        )
     return start // size, batch_size // size
 
 
@@ -212,21 +264,26 @@ def _check_port_free(address: str) -> None:
         try:
             s.bind(("", port))
         except OSError as e:
-            raise DistributedError(f"process 0 cannot start the JAX coordinator on port {port} ({e.strerror}): "
-                                   f"choose another port in --coordinator_address {address}") from None
+            raise DistributedError(
+                f"process 0 cannot start the JAX coordinator on port {port} ({e.strerror}): "
+                f"choose another port in --coordinator_address {address}"
+            ) from None
 
 
 def _wait_until_reachable(address: str, deadline: float, timeout: float, how: Plan) -> None:
     host, port = _split_address(address)
     while True:
         try:
-            with socket.create_connection((host, port), timeout=max(0.1, min(2.0, deadline - time.monotonic()))):
+            with socket.create_connection(
+                (host, port), timeout=max(0.1, min(2.0, deadline - time.monotonic()))
+            ):
                 return
         except OSError:
             if time.monotonic() >= deadline:
                 raise DistributedError(
-                    f"process {how.process_id} of {how.num_processes} cannot reach the JAX coordinator at {address} "
-                    f"within {timeout:g} s: is process 0 running, and is {host} reachable from here on port {port}?"
+                    f"process {how.process_id} of {how.num_processes} cannot reach the JAX "
+                    f"coordinator at {address} within {timeout:g} s: is process 0 running, "
+                    f"and is {host} reachable from here on port {port}?"
                 ) from None
             time.sleep(0.25)
 

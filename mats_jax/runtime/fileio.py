@@ -39,7 +39,9 @@ def replace_directory(finished: Path, target: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yields an empty temporary sibling of `path` that replaces `path` only if the block succeeds."""
+    """Yields an empty temporary sibling of `path` that replaces `path` only if the block
+    succeeds.
+    """
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{target}: exists and is not a directory")

@@ -51,20 +51,30 @@ def even_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> Partitio
     """`spec` without the mesh axes of any dimension they do not divide: jit takes only even
     shards, and a vocabulary of 32001 (Vicuna + [PAD]) cannot be split in two. That dimension
     is then replicated rather than the run refused."""
+
     def fits(names, size):
         names = (names,) if isinstance(names, str) else tuple(names or ())
         return size % int(np.prod([mesh.shape[n] for n in names])) == 0
-    return PartitionSpec(*(names if fits(names, size) else None for names, size in zip(spec, shape)))
+
+    return PartitionSpec(
+        *(names if fits(names, size) else None for names, size in zip(spec, shape))
+    )
 
 
 def state_shardings(state: nnx.State, mesh: Mesh, rules: Rules = DEFAULT_RULES):
     """NamedSharding for every variable of `state`; variables without axis names are replicated,
     and so is any dimension its mesh axes do not divide (`even_spec`)."""
+
     def sharding(variable):
-        axes = variable.get_metadata().get("logical_axes") if isinstance(variable, nnx.Variable) else None
+        axes = (
+            variable.get_metadata().get("logical_axes")
+            if isinstance(variable, nnx.Variable)
+            else None
+        )
         if not axes:
             return NamedSharding(mesh, PartitionSpec())
         return NamedSharding(mesh, even_spec(partition_spec(axes, rules), variable.shape, mesh))
+
     return jax.tree.map(sharding, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
@@ -76,18 +86,28 @@ def make_mesh(shape: dict[str, int], devices: Sequence[jax.Device] | None = None
     devices = list(devices or jax.devices())
     sizes = [int(shape[axis]) for axis in MESH_AXES]
     if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-        raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))}: sizes must be positive, one may be -1")
+        raise ValueError(
+            f"mesh {dict(zip(MESH_AXES, sizes))}: sizes must be positive, one may be -1"
+        )
     known = int(np.prod([s for s in sizes if s != -1]))
     if -1 in sizes:
         if len(devices) % known:
-            raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} does not divide the {len(devices)} devices")
+            raise ValueError(
+                f"mesh {dict(zip(MESH_AXES, sizes))} does not divide the {len(devices)} devices"
+            )
         sizes[sizes.index(-1)] = len(devices) // known
     if int(np.prod(sizes)) != len(devices):
-        raise ValueError(f"mesh data×fsdp×tensor = {'×'.join(map(str, sizes))} = {int(np.prod(sizes))} "
-                         f"does not match the {len(devices)} devices")
+        raise ValueError(
+            f"mesh data×fsdp×tensor = {'×'.join(map(str, sizes))} = {int(np.prod(sizes))} "
+            f"does not match the {len(devices)} devices"
+        )
     # Auto axes: XLA propagates shardings from the inputs' and parameters' annotations.
-    return jax.make_mesh(tuple(sizes), MESH_AXES, devices=devices,
-                         axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+    return jax.make_mesh(
+        tuple(sizes),
+        MESH_AXES,
+        devices=devices,
+        axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
+    )
 
 
 def data_parallel_mesh() -> Mesh:

@@ -29,22 +29,37 @@ class AotError(InputError):
 
 # ---- topologies -----------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class Chip:
     """One TPU chip as JAX sees it (v4 and v5p: both TensorCores form one "megacore" device).
     Public per-chip figures: HBM, dense bf16 peak, HBM bandwidth."""
 
-    kind: str          # libtpu's name in topology strings ("v5" is v5p)
-    megacore: bool     # slice names count TensorCores: v5p-8 is 4 chips
+    kind: str  # libtpu's name in topology strings ("v5" is v5p)
+    megacore: bool  # slice names count TensorCores: v5p-8 is 4 chips
     hbm_gib: float
     peak_tflops: float
     hbm_gbps: float
 
 
-CHIPS = {"v4": Chip("v4", True, 32, 275, 1200), "v5p": Chip("v5", True, 95, 459, 2765),
-         "v5e": Chip("v5e", False, 16, 197, 819), "v6e": Chip("v6e", False, 32, 918, 1640)}
-CUBES = ((2, 2, 1), (2, 2, 2), (2, 2, 4), (2, 4, 4), (4, 4, 4), (4, 4, 8), (4, 8, 8), (8, 8, 8),
-         (8, 8, 16), (8, 16, 16))  # v4, v5p: 3-D torus slices
+CHIPS = {
+    "v4": Chip("v4", True, 32, 275, 1200),
+    "v5p": Chip("v5", True, 95, 459, 2765),
+    "v5e": Chip("v5e", False, 16, 197, 819),
+    "v6e": Chip("v6e", False, 32, 918, 1640),
+}
+CUBES = (
+    (2, 2, 1),
+    (2, 2, 2),
+    (2, 2, 4),
+    (2, 4, 4),
+    (4, 4, 4),
+    (4, 4, 8),
+    (4, 8, 8),
+    (8, 8, 8),
+    (8, 8, 16),
+    (8, 16, 16),
+)  # v4, v5p: 3-D torus slices
 SQUARES = ((1, 1), (2, 2), (2, 4), (4, 4), (4, 8), (8, 8), (8, 16), (16, 16))  # v5e, v6e
 
 
@@ -75,17 +90,25 @@ class Topology:
         else:
             wrap = (self.shape[0] == 16, self.shape[1] == 16, False)
         try:
-            desc = get_topology_desc(platform="tpu", topology_name=f"{self.chip.kind}:{'x'.join(map(str, self.shape))}",
-                                     chip_config_name="megacore" if self.chip.megacore else "default",
-                                     chips_per_host_bounds=(1, 1, 1) if self.chips == 1 else (2, 2, 1),
-                                     num_slices=1, wrap=wrap)
+            desc = get_topology_desc(
+                platform="tpu",
+                topology_name=f"{self.chip.kind}:{'x'.join(map(str, self.shape))}",
+                chip_config_name="megacore" if self.chip.megacore else "default",
+                chips_per_host_bounds=(1, 1, 1) if self.chips == 1 else (2, 2, 1),
+                num_slices=1,
+                wrap=wrap,
+            )
         except RuntimeError as e:
             if "not installed" not in str(e):
                 raise
-            raise AotError(f"no libtpu at {AOT_LIBTPU} or in site-packages: run `bash setup.sh` "
-                           "(or set TPU_LIBRARY_PATH to a libtpu.so)") from None
+            raise AotError(
+                f"no libtpu at {AOT_LIBTPU} or in site-packages: run `bash setup.sh` "
+                "(or set TPU_LIBRARY_PATH to a libtpu.so)"
+            ) from None
         if len(desc.devices) != self.chips:
-            raise AotError(f"{self.name}: libtpu made {len(desc.devices)} devices, expected {self.chips}")
+            raise AotError(
+                f"{self.name}: libtpu made {len(desc.devices)} devices, expected {self.chips}"
+            )
         return desc.devices
 
 
@@ -110,7 +133,9 @@ def topology(name: str) -> Topology:
 
 # ---- what the compiler says -------------------------------------------------------------------
 
-_COLLECTIVE = re.compile(r"= (.+?) (all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)(?:-start)?\(")
+_COLLECTIVE = re.compile(
+    r"= (.+?) (all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)(?:-start)?\("
+)
 _ARRAY = re.compile(r"\b(pred|[suf]\d+|bf16)\[([\d,]*)\]")
 
 
@@ -119,8 +144,10 @@ def collectives(hlo: str) -> dict[str, dict[str, float]]:
     once; bytes = each op's largest buffer, e.g. the gathered array)."""
     out: dict[str, dict[str, float]] = {}
     for shape, kind in _COLLECTIVE.findall(hlo):
-        sizes = [math.prod(int(d) for d in dims.split(",") if d) * _bytes(dtype)
-                 for dtype, dims in _ARRAY.findall(shape)]
+        sizes = [
+            math.prod(int(d) for d in dims.split(",") if d) * _bytes(dtype)
+            for dtype, dims in _ARRAY.findall(shape)
+        ]
         entry = out.setdefault(kind, {"count": 0, "bytes": 0.0})
         entry["count"] += 1
         entry["bytes"] += max(sizes, default=0)
@@ -161,12 +188,22 @@ def analyse(name: str, lowered, advice: str = "") -> ProgramReport:
     except jax.errors.JaxRuntimeError as e:
         message = str(e).strip().splitlines()[0]
         if "RESOURCE_EXHAUSTED" in message:
-            raise AotError(f"the {name} program does not fit: {message}" + (f" ({advice})" if advice else "")) from None
+            raise AotError(
+                f"the {name} program does not fit: {message}" + (f" ({advice})" if advice else "")
+            ) from None
         raise
     seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis() or {}
-    return ProgramReport(name, memory.argument_size_in_bytes, memory.output_size_in_bytes,
-                         memory.alias_size_in_bytes, memory.temp_size_in_bytes,
-                         memory.generated_code_size_in_bytes, float(cost.get("flops", 0.0)),
-                         float(cost.get("bytes accessed", 0.0)), collectives(compiled.as_text()), seconds)
+    return ProgramReport(
+        name,
+        memory.argument_size_in_bytes,
+        memory.output_size_in_bytes,
+        memory.alias_size_in_bytes,
+        memory.temp_size_in_bytes,
+        memory.generated_code_size_in_bytes,
+        float(cost.get("flops", 0.0)),
+        float(cost.get("bytes accessed", 0.0)),
+        collectives(compiled.as_text()),
+        seconds,
+    )

@@ -23,8 +23,9 @@ from mats_jax.data.pipeline import CorpusIterator
 
 class Checkpoints:
     def __init__(self, directory: str | Path, *, keep: int):
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                               enable_async_checkpointing=True)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=True
+        )
         self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
     def latest_step(self) -> int | None:
@@ -41,7 +42,9 @@ class Checkpoints:
         """The state at `step`, laid out like `target` (arrays or ShapeDtypeStructs with
         shardings: a checkpoint restores onto any mesh); `data_iterator`, if given, is
         repositioned in place (inference restores the state alone)."""
-        items = {"state": ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, target))}
+        items = {
+            "state": ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, target))
+        }
         if data_iterator is not None:
             items["data"] = ocp.args.JsonRestore()
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
@@ -49,13 +52,18 @@ class Checkpoints:
             data_iterator.set_state(restored.data)
         return restored.state
 
-    def restore_weights(self, step: int, trainable: nnx.State, rngs: nnx.State) -> tuple[nnx.State, nnx.State]:
+    def restore_weights(
+        self, step: int, trainable: nnx.State, rngs: nnx.State
+    ) -> tuple[nnx.State, nnx.State]:
         """(trainable, rngs) of the state at `step`, laid out like the given (abstract) ones,
         and nothing else: no optimiser state is read, so no optimiser need exist."""
         target = {"trainable": trainable, "rngs": rngs}
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        args = ocp.args.PyTreeRestore(target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-                                      partial_restore=True)
+        args = ocp.args.PyTreeRestore(
+            target,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=True,
+        )
         restored = self.manager.restore(step, args=ocp.args.Composite(state=args)).state
         return restored["trainable"], restored["rngs"]
 

@@ -20,12 +20,14 @@ from mats_jax.mats.build import abstract_mats, build_mats, llm_architecture, llm
 from mats_jax.mats.model import TRAINABLE
 from mats_jax.models.params import load_params
 from mats_jax.runtime.fileio import ModelFileError
-from mats_jax.training import optim, steps, workdir as workdirs
+from mats_jax.training import optim, steps
+from mats_jax.training import workdir as workdirs
 
 
 def import_mats(source: str | Path, config: ml_collections.ConfigDict, workdir: str | Path) -> None:
-    """Original MATS checkpoint -> a workdir (config.json + checkpoint 0) that `Listener.from_workdir`
-    and the trainer read. Every trainable parameter must be present."""
+    """Original MATS checkpoint -> a workdir (config.json + checkpoint 0) that
+    `Listener.from_workdir` and the trainer read. Every trainable parameter must be present.
+    """
     params = mats_keymap().to_flax(read_original(source), str(source))
     model, _ = build_mats(config)
     load_params(model, params, str(source), kind=TRAINABLE)
@@ -40,13 +42,16 @@ def import_mats(source: str | Path, config: ml_collections.ConfigDict, workdir: 
     checkpoints.close()
 
 
-def trainable_tensors(workdir: str | Path, step: int | None = None
-                      ) -> tuple[dict[str, np.ndarray], ml_collections.ConfigDict]:
+def trainable_tensors(
+    workdir: str | Path, step: int | None = None
+) -> tuple[dict[str, np.ndarray], ml_collections.ConfigDict]:
     """(a workdir's trainable parameters under the original checkpoint's keys, its config)."""
     config = workdirs.read_config(Path(workdir))
     family, _ = llm_architecture(config)
     if family != "llama":
-        raise ModelFileError(f"{workdir}: the original MATS layout holds LLaMA-family LLMs, not {family!r}")
+        raise ModelFileError(
+            f"{workdir}: the original MATS layout holds LLaMA-family LLMs, not {family!r}"
+        )
     _, trainable, rngs, _ = steps.split(abstract_mats(config))
     _, trainable, _ = workdirs.restore_weights(Path(workdir), config, step, trainable, rngs)
     arrays = {".".join(map(str, path)): np.asarray(v) for path, v in nnx.to_flat_state(trainable)}
@@ -62,8 +67,13 @@ def export_peft(workdir: str | Path, out: str | Path, step: int | None = None) -
     """A workdir -> a PEFT LoRA adapter folder, the mapper and projector in
     `mapper.safetensors` (original keys), and the training `config.json`."""
     tensors, config = trainable_tensors(workdir, step)
-    write_peft(tensors, config.lora.to_dict(), str(llm_source(config)), out,
-               extra_files={workdirs.CONFIG_FILE: json_text(config)})
+    write_peft(
+        tensors,
+        config.lora.to_dict(),
+        str(llm_source(config)),
+        out,
+        extra_files={workdirs.CONFIG_FILE: json_text(config)},
+    )
 
 
 EXPORTERS = {"mats-torch": export_mats, "hf-peft": export_peft}

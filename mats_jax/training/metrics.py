@@ -16,10 +16,16 @@ from tqdm import tqdm
 class MetricsWriter:
     def __init__(self, workdir: Path, *, total_steps: int, initial_step: int):
         self.active = jax.process_index() == 0
-        self.progress = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True,
-                             disable=not self.active)
+        self.progress = tqdm(
+            total=total_steps,
+            initial=initial_step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not self.active,
+        )
         if self.active:
             from tensorboardX import SummaryWriter  # imported here: only process 0 writes
+
             self.tensorboard = SummaryWriter(str(workdir / "tensorboard"))
             self.jsonl = (workdir / "metrics.jsonl").open("a")
 
@@ -30,7 +36,11 @@ class MetricsWriter:
             self.tensorboard.add_scalar(name, value, step)
         self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
         self.jsonl.flush()
-        shown = {k: f"{v:.4g}" for k, v in values.items() if k in ("train/loss", "val/loss", "train/tokens_per_s")}
+        shown = {
+            k: f"{v:.4g}"
+            for k, v in values.items()
+            if k in ("train/loss", "val/loss", "train/tokens_per_s")
+        }
         self.progress.set_postfix(shown, refresh=False)
 
     def text(self, step: int, tag: str, lines: list[str]) -> None:

@@ -22,8 +22,6 @@ from mats_jax.mats.prompt import TrainingBatch
 from mats_jax.runtime.sharding import BATCH_AXES, Rules, state_shardings
 
 
-
-
 @flax.struct.dataclass
 class TrainState:
     step: jax.Array
@@ -46,13 +44,20 @@ class Batch:
     clap: jax.Array
 
     @classmethod
-    def from_micro_batches(cls, batches: list[TrainingBatch], clap: list) -> "Batch":
+    def from_micro_batches(cls, batches: list[TrainingBatch], clap: list) -> Batch:
         stack = lambda name: jnp.stack([getattr(b, name) for b in batches])
-        return cls(jnp.asarray(batches[0].head), stack("tail"), stack("tail_mask"),
-                   stack("loss_mask"), jnp.stack([jnp.asarray(c) for c in clap]))
+        return cls(
+            jnp.asarray(batches[0].head),
+            stack("tail"),
+            stack("tail_mask"),
+            stack("loss_mask"),
+            jnp.stack([jnp.asarray(c) for c in clap]),
+        )
 
     def micro(self, i) -> tuple[TrainingBatch, jax.Array]:
-        return TrainingBatch(self.head, self.tail[i], self.tail_mask[i], self.loss_mask[i]), self.clap[i]
+        return TrainingBatch(
+            self.head, self.tail[i], self.tail_mask[i], self.loss_mask[i]
+        ), self.clap[i]
 
 
 def split(model: MATS) -> tuple[nnx.GraphDef, nnx.State, nnx.State, nnx.State]:
@@ -60,7 +65,9 @@ def split(model: MATS) -> tuple[nnx.GraphDef, nnx.State, nnx.State, nnx.State]:
     return nnx.split(model, TRAINABLE, nnx.RngState, ...)
 
 
-def init_state(trainable: nnx.State, rngs: nnx.State, tx: optax.GradientTransformation) -> TrainState:
+def init_state(
+    trainable: nnx.State, rngs: nnx.State, tx: optax.GradientTransformation
+) -> TrainState:
     return TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable), rngs)
 
 
@@ -71,24 +78,46 @@ def batch_sharding(mesh: Mesh) -> Batch:
 
 def state_sharding(state: TrainState, mesh: Mesh, rules: Rules) -> TrainState:
     replicated = NamedSharding(mesh, PartitionSpec())
-    return TrainState(replicated, state_shardings(state.trainable, mesh, rules),
-                      state_shardings(state.opt_state, mesh, rules),
-                      jax.tree.map(lambda _: replicated, state.rngs))
+    return TrainState(
+        replicated,
+        state_shardings(state.trainable, mesh, rules),
+        state_shardings(state.opt_state, mesh, rules),
+        jax.tree.map(lambda _: replicated, state.rngs),
+    )
 
 
-def place(trainable: nnx.State, rngs: nnx.State, frozen: nnx.State, tx: optax.GradientTransformation,
-          mesh: Mesh, rules: Rules) -> tuple[TrainState, TrainState, nnx.State, Any]:
+def place(
+    trainable: nnx.State,
+    rngs: nnx.State,
+    frozen: nnx.State,
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    rules: Rules,
+) -> tuple[TrainState, TrainState, nnx.State, Any]:
     """(state, its sharding, frozen, its sharding): a fresh TrainState created directly in its
     sharded layout (optimiser state never materialises unsharded) and the frozen weights placed."""
     frozen_sharding = state_shardings(frozen, mesh, rules)
     create = lambda: init_state(trainable, rngs, tx)
     sharding = state_sharding(jax.eval_shape(create), mesh, rules)
-    return jax.jit(create, out_shardings=sharding)(), sharding, jax.device_put(frozen, frozen_sharding), frozen_sharding
+    return (
+        jax.jit(create, out_shardings=sharding)(),
+        sharding,
+        jax.device_put(frozen, frozen_sharding),
+        frozen_sharding,
+    )
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *, seed: int,
-                    schedule: optax.Schedule, state_sharding: TrainState, frozen_sharding: Any,
-                    batch_sharding: Batch, remat: bool = False):
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    *,
+    seed: int,
+    schedule: optax.Schedule,
+    state_sharding: TrainState,
+    frozen_sharding: Any,
+    batch_sharding: Batch,
+    remat: bool = False,
+):
     """A jitted `step(state, frozen, batch) -> (state, metrics)`.
 
     The loss is the token-weighted mean over all micro-batches (so accumulation equals one big
@@ -109,27 +138,43 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
         def accumulate(carry, i):
             grads, total, count, rngs = carry
             micro, clap = batch.micro(i)
-            (weighted, (n, rngs)), g = grad_fn(state.trainable, rngs, frozen, micro, clap,
-                                               jax.random.fold_in(step_key, i))
+            (weighted, (n, rngs)), g = grad_fn(
+                state.trainable, rngs, frozen, micro, clap, jax.random.fold_in(step_key, i)
+            )
             return (jax.tree.map(jnp.add, grads, g), total + weighted, count + n, rngs), None
 
         zeros = jax.tree.map(jnp.zeros_like, state.trainable)
         init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), state.rngs)
-        (grads, total, count, rngs), _ = jax.lax.scan(accumulate, init, jnp.arange(batch.tail.shape[0]))
+        (grads, total, count, rngs), _ = jax.lax.scan(
+            accumulate, init, jnp.arange(batch.tail.shape[0])
+        )
         scale = 1.0 / jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g * scale, grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
-        metrics = {"loss": total * scale, "tokens": count, "grad_norm": optax.tree.norm(grads),
-                   "learning_rate": schedule(state.step)}
+        metrics = {
+            "loss": total * scale,
+            "tokens": count,
+            "grad_norm": optax.tree.norm(grads),
+            "learning_rate": schedule(state.step),
+        }
         return TrainState(state.step + 1, trainable, opt_state, rngs), metrics
 
-    return jax.jit(step, in_shardings=(state_sharding, frozen_sharding, batch_sharding),
-                   out_shardings=(state_sharding, None), donate_argnums=(0,))
+    return jax.jit(
+        step,
+        in_shardings=(state_sharding, frozen_sharding, batch_sharding),
+        out_shardings=(state_sharding, None),
+        donate_argnums=(0,),
+    )
 
 
-def make_eval_step(graphdef: nnx.GraphDef, *, state_sharding: TrainState, frozen_sharding: Any,
-                   batch_sharding: Batch):
+def make_eval_step(
+    graphdef: nnx.GraphDef,
+    *,
+    state_sharding: TrainState,
+    frozen_sharding: Any,
+    batch_sharding: Batch,
+):
     """A jitted `eval(state, frozen, batch) -> (summed loss, token count)`: no noise, no dropout."""
 
     def evaluate(state: TrainState, frozen: nnx.State, batch: Batch):

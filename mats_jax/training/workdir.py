@@ -37,8 +37,13 @@ def checkpoints(workdir: Path, config: ml_collections.ConfigDict) -> Checkpoints
     return Checkpoints(Path(workdir) / CHECKPOINTS, keep=config.train.keep_checkpoints)
 
 
-def restore_weights(workdir: Path, config: ml_collections.ConfigDict, step: int | None,
-                    trainable: nnx.State, rngs: nnx.State) -> tuple[int, nnx.State, nnx.State]:
+def restore_weights(
+    workdir: Path,
+    config: ml_collections.ConfigDict,
+    step: int | None,
+    trainable: nnx.State,
+    rngs: nnx.State,
+) -> tuple[int, nnx.State, nnx.State]:
     """(step, trainable, rngs) of checkpoint `step` (default: the latest), laid out like the
     given abstract states."""
     manager = checkpoints(workdir, config)

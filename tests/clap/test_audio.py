@@ -22,7 +22,14 @@ import pytest
 import soundfile as sf
 import torch
 
-from mats_jax.clap.audio import AudioError, audio_files, fit_length, load_batch, load_clip, read_audio
+from mats_jax.clap.audio import (
+    AudioError,
+    audio_files,
+    fit_length,
+    load_batch,
+    load_clip,
+    read_audio,
+)
 from tests.support.paths import DATA_ROOT
 
 DATA = DATA_ROOT / "audio"
@@ -36,6 +43,7 @@ pytestmark = pytest.mark.skipif(not ESC, reason="shared ESC-50 clips not present
 @pytest.fixture
 def msclap_load(monkeypatch):
     """msclap's load_audio_into_tensor(path, 7, resample=True) -> numpy, torchaudio stubbed."""
+
     def load(path):
         data, rate = sf.read(path, dtype="float32", always_2d=True)
         return torch.from_numpy(np.ascontiguousarray(data.T)), rate
@@ -67,7 +75,7 @@ def test_short_mono_clip_is_tiled_like_msclap(msclap_load):
     assert clip.dtype == np.float32 and clip.shape == (TARGET,)
     np.testing.assert_array_equal(clip, msclap_load(ESC[0]))
     x = _pcm(ESC[0])  # 5 s: x then its first 2 s
-    np.testing.assert_array_equal(clip, np.concatenate([x, x[:TARGET - x.size]]))
+    np.testing.assert_array_equal(clip, np.concatenate([x, x[: TARGET - x.size]]))
 
 
 def test_stereo_is_flattened_channel_after_channel(tmp_path, msclap_load):
@@ -89,7 +97,7 @@ def test_long_clip_random_crop_matches_msclap_and_is_seedable(tmp_path, msclap_l
     np.testing.assert_array_equal(load_clip(path, rng=7), load_clip(path, rng=7))
     assert not np.array_equal(load_clip(path, rng=7), load_clip(path, rng=8))
     start = (x.size - TARGET) // 2
-    np.testing.assert_array_equal(load_clip(path, crop="center"), x[start:start + TARGET])
+    np.testing.assert_array_equal(load_clip(path, crop="center"), x[start : start + TARGET])
 
 
 def test_stereo_mp3_crop_matches_msclap(msclap_load):
@@ -122,7 +130,7 @@ def test_mp3_decodes_and_resamples_to_exact_length():
     assert rate == 44100 and resampled.shape == (1, -(-407987 * 44100 // 48000))
     clip = load_clip(path, crop="center")
     start = (resampled.shape[1] - TARGET) // 2
-    np.testing.assert_array_equal(clip, resampled[0, start:start + TARGET])
+    np.testing.assert_array_equal(clip, resampled[0, start : start + TARGET])
     assert np.isfinite(clip).all() and np.abs(clip).max() > 0.1
 
 
@@ -141,9 +149,14 @@ def _bad_files(tmp_path: Path) -> list[tuple[Path, str]]:
     sf.write(nan, np.full(1000, np.nan, np.float32), 44100, subtype="FLOAT")
     zeros = tmp_path / "zeros.wav"
     sf.write(zeros, np.zeros(1000, np.float32), 44100, subtype="PCM_16")
-    return [(tmp_path / "missing.wav", "no such file"), (text, "not a readable audio file"),
-            (empty, "not a readable audio file"), (header_only, "no audio samples"),
-            (nan, "NaN"), (zeros, "all-zero")]
+    return [
+        (tmp_path / "missing.wav", "no such file"),
+        (text, "not a readable audio file"),
+        (empty, "not a readable audio file"),
+        (header_only, "no audio samples"),
+        (nan, "NaN"),
+        (zeros, "all-zero"),
+    ]
 
 
 def test_bad_files_raise_one_line_audio_error_naming_the_file(tmp_path):

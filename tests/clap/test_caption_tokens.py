@@ -24,22 +24,32 @@ from mats_jax.clap.caption_tokens import (
     gpt2_encoding,
     msclap_tokenize,
     roberta_tokenizer,
-
 )
 from mats_jax.runtime.assets import gpt2_bpe_ranks_path
 from tests.support.paths import DATA_ROOT
 
 CLOTHO = DATA_ROOT / "captions" / "clotho" / "train.csv"
 EDGE_CAPTIONS = [
-    "", "Hello world", "Wow!! a dog barks !", "!", "it's the dog's bark, they'll see we'd",
-    "café naïve 日本語 — “quoted” 🐶🔊", "tabs\tand\nnewlines  double  spaces ", "  leading",
-    "numbers 12345 and 3.14", "a caption with <|endoftext|> inside", "UPPER lower MiXeD",
+    "",
+    "Hello world",
+    "Wow!! a dog barks !",
+    "!",
+    "it's the dog's bark, they'll see we'd",
+    "café naïve 日本語 — “quoted” 🐶🔊",
+    "tabs\tand\nnewlines  double  spaces ",
+    "  leading",
+    "numbers 12345 and 3.14",
+    "a caption with <|endoftext|> inside",
+    "UPPER lower MiXeD",
 ]
 
 
 def _bytes_to_unicode() -> dict[int, str]:
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     mapping, extra = {b: chr(b) for b in printable}, 0
     for b in range(256):
         if b not in mapping:
@@ -54,13 +64,17 @@ def _two_part_split(ranks: dict[bytes, int], token: bytes) -> list[bytes]:
         rank, i = min(pairs)
         if rank >= limit:
             return parts
-        parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
 
 
 @pytest.fixture(scope="module")
 def hf_msclap_tokenizer(tmp_path_factory):
-    ranks = {base64.b64decode(token): int(rank) for token, rank in
-             (line.split() for line in gpt2_bpe_ranks_path().read_text().splitlines() if line)}
+    ranks = {
+        base64.b64decode(token): int(rank)
+        for token, rank in (
+            line.split() for line in gpt2_bpe_ranks_path().read_text().splitlines() if line
+        )
+    }
     to_unicode = _bytes_to_unicode()
     text = lambda token: "".join(to_unicode[b] for b in token)  # noqa: E731
     vocab = {text(token): rank for token, rank in ranks.items()} | {"<|endoftext|>": EOS_ID}
@@ -80,7 +94,7 @@ def hf_msclap_tokenizer(tmp_path_factory):
 
 def _clotho_captions(count: int = 200) -> list[str]:
     with CLOTHO.open(newline="") as f:
-        rows = list(csv.DictReader(f))[:count // 5]
+        rows = list(csv.DictReader(f))[: count // 5]
     return [row[f"caption_{i}"] for row in rows for i in range(1, 6)]
 
 
@@ -129,8 +143,21 @@ def test_missing_ranks_file(tmp_path):
 
 @pytest.fixture
 def tiny_roberta(tmp_path) -> tuple[Path, Path]:
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "a": 4, "Ġ": 5, "d": 6, "o": 7, "g": 8,
-             "Ġd": 9, "Ġdo": 10, "Ġdog": 11, "<mask>": 12}
+    vocab = {
+        "<s>": 0,
+        "<pad>": 1,
+        "</s>": 2,
+        "<unk>": 3,
+        "a": 4,
+        "Ġ": 5,
+        "d": 6,
+        "o": 7,
+        "g": 8,
+        "Ġd": 9,
+        "Ġdo": 10,
+        "Ġdog": 11,
+        "<mask>": 12,
+    }
     vocab_json, merges_txt = tmp_path / "vocab.json", tmp_path / "merges.txt"
     vocab_json.write_text(json.dumps(vocab))
     merges_txt.write_text("#version: 0.2\nĠ d\nĠd o\nĠdo g\n")

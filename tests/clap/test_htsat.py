@@ -17,13 +17,17 @@ import pytest
 import torch
 from flax import nnx
 
-from mats_jax.clap.model import STATE_KINDS
+from mats_jax.clap.htsat import (
+    HTSATConfig,
+    PatchMerging,
+    SwinBlock,
+    bicubic_matrix,
+    relative_position_index,
+    shifted_window_mask,
+)
+from mats_jax.clap.model import CLAP, STATE_KINDS
 from mats_jax.convert.clap import htsat_from_msclap_state, msclap_htsat_keymap
-from mats_jax.models.params import load_params
-from mats_jax.clap.model import CLAP
-from mats_jax.clap.htsat import (HTSATConfig, PatchMerging, SwinBlock, bicubic_matrix,
-                                   relative_position_index, shifted_window_mask)
-from mats_jax.models.params import flat_params
+from mats_jax.models.params import flat_params, load_params
 from tests.references.msclap import import_msclap_clap, msclap_reference, randomise
 from tests.references.torch_io import torch_state
 from tests.support.clap_inputs import waveforms
@@ -39,8 +43,9 @@ def msclap_htsat_module():
 @pytest.mark.parametrize("frames", [965, 1001, 1024, 400])
 def test_bicubic_matrix_matches_torch_interpolate(frames, rng):
     x = rng.standard_normal((2, 1, frames, 64)).astype(np.float32)
-    expected = torch.nn.functional.interpolate(torch.tensor(x), (1024, 64), mode="bicubic",
-                                               align_corners=True).numpy()
+    expected = torch.nn.functional.interpolate(
+        torch.tensor(x), (1024, 64), mode="bicubic", align_corners=True
+    ).numpy()
     ours = np.einsum("ot,bctm->bcom", bicubic_matrix(frames, 1024).astype(np.float64), x)
     np.testing.assert_allclose(ours, expected, atol=1e-5, rtol=0)
 
@@ -48,9 +53,15 @@ def test_bicubic_matrix_matches_torch_interpolate(frames, rng):
 def test_window_tables_match_msclap():
     htsat = msclap_htsat_module()
     for resolution in (64, 32, 16):
-        block = htsat.SwinTransformerBlock(96, (resolution, resolution), 4, window_size=8, shift_size=4)
-        np.testing.assert_array_equal(shifted_window_mask(resolution, resolution, 8, 4), block.attn_mask.numpy())
-        np.testing.assert_array_equal(relative_position_index(8), block.attn.relative_position_index.numpy())
+        block = htsat.SwinTransformerBlock(
+            96, (resolution, resolution), 4, window_size=8, shift_size=4
+        )
+        np.testing.assert_array_equal(
+            shifted_window_mask(resolution, resolution, 8, 4), block.attn_mask.numpy()
+        )
+        np.testing.assert_array_equal(
+            relative_position_index(8), block.attn.relative_position_index.numpy()
+        )
 
 
 def test_shifted_block_and_patch_merging_match_msclap(rng):
@@ -65,21 +76,51 @@ def test_shifted_block_and_patch_merging_match_msclap(rng):
     tensors |= {f"layers.0.downsample.{k}": v for k, v in torch_state(merge).items()}
     params = msclap_htsat_keymap().to_flax(tensors, "reference")
     config = HTSATConfig()
-    ours_block = load_params(nnx.eval_shape(lambda: SwinBlock(config, 96, 4, 16, shift=True, dtype=jnp.float32,
-                                                                param_dtype=jnp.float32, rngs=nnx.Rngs(0))),
-                               {k.removeprefix("layers.0.blocks.1."): v for k, v in params.items()
-                                if k.startswith("layers.0.blocks.1.")}, "block", STATE_KINDS)
-    ours_merge = load_params(nnx.eval_shape(lambda: PatchMerging(96, eps=1e-5, dtype=jnp.float32,
-                                                                   param_dtype=jnp.float32, rngs=nnx.Rngs(0))),
-                               {k.removeprefix("layers.0.downsample."): v for k, v in params.items()
-                                if k.startswith("layers.0.downsample.")}, "merge")
+    ours_block = load_params(
+        nnx.eval_shape(
+            lambda: SwinBlock(
+                config,
+                96,
+                4,
+                16,
+                shift=True,
+                dtype=jnp.float32,
+                param_dtype=jnp.float32,
+                rngs=nnx.Rngs(0),
+            )
+        ),
+        {
+            k.removeprefix("layers.0.blocks.1."): v
+            for k, v in params.items()
+            if k.startswith("layers.0.blocks.1.")
+        },
+        "block",
+        STATE_KINDS,
+    )
+    ours_merge = load_params(
+        nnx.eval_shape(
+            lambda: PatchMerging(
+                96, eps=1e-5, dtype=jnp.float32, param_dtype=jnp.float32, rngs=nnx.Rngs(0)
+            )
+        ),
+        {
+            k.removeprefix("layers.0.downsample."): v
+            for k, v in params.items()
+            if k.startswith("layers.0.downsample.")
+        },
+        "merge",
+    )
     x = rng.standard_normal((2, 16 * 16, 96)).astype(np.float32)
     with torch.no_grad():
         after_block, _ = block(torch.tensor(x))
         expected = merge(after_block).numpy()
     y = ours_block(jnp.asarray(x).reshape(2, 16, 16, 96))
-    np.testing.assert_allclose(np.asarray(y).reshape(2, 256, 96), after_block.numpy(), atol=1e-4, rtol=0)
-    np.testing.assert_allclose(np.asarray(ours_merge(y)).reshape(2, 64, 192), expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(y).reshape(2, 256, 96), after_block.numpy(), atol=1e-4, rtol=0
+    )
+    np.testing.assert_allclose(
+        np.asarray(ours_merge(y)).reshape(2, 64, 192), expected, atol=1e-4, rtol=0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +137,10 @@ def reference_stages(htsat, log_mel: np.ndarray):
     """msclap's eval forward on log-mel: the image after bn0/resize/fold, each stage's tokens
     (forward hooks), and the output dict."""
     stages = []
-    hooks = [layer.register_forward_hook(lambda m, i, out: stages.append(out[0].numpy()))
-             for layer in htsat.layers]
+    hooks = [
+        layer.register_forward_hook(lambda m, i, out: stages.append(out[0].numpy()))
+        for layer in htsat.layers
+    ]
     try:
         with torch.no_grad():
             x = torch.tensor(log_mel)[:, None]
@@ -110,11 +153,16 @@ def reference_stages(htsat, log_mel: np.ndarray):
 
 
 def our_stages(model, log_mel: np.ndarray):
-    """The same steps as HTSAT.__call__, each jitted (the Swin stages compile once for all inputs)."""
+    """The same steps as HTSAT.__call__, each jitted (the Swin stages compile once for all
+    inputs)."""
     graphdef, state = nnx.split(model)
     image = _jit_image(graphdef, state, jnp.asarray(log_mel))
     stages = _jit_stages(graphdef, state, image)
-    return np.asarray(image), [np.asarray(x) for x in stages], _jit_head(graphdef, state, stages[-1])
+    return (
+        np.asarray(image),
+        [np.asarray(x) for x in stages],
+        _jit_head(graphdef, state, stages[-1]),
+    )
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -143,7 +191,9 @@ def test_full_size_matches_msclap_stage_by_stage(reference, model, source):
     if source == "msclap-7s":  # the log-mel msclap computes for the four clips
         with torch.no_grad():
             wave = torch.tensor(waveforms())
-            log_mel = reference.logmel_extractor(reference.spectrogram_extractor(wave))[:, 0].numpy()
+            log_mel = reference.logmel_extractor(reference.spectrogram_extractor(wave))[
+                :, 0
+            ].numpy()
     else:  # 1001 frames, as LAION-CLAP's 10 s at 48 kHz gives
         shape = (len(waveforms()), 1001, 64)
         log_mel = (-30 + 15 * np.random.default_rng(3).standard_normal(shape)).astype(np.float32)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from mats_jax.convert.clap import from_msclap_state
 from mats_jax.clap.model import ClapConfig, Projection, embed_audio_fn, embed_text_fn
+from mats_jax.convert.clap import from_msclap_state
 from tests.references.msclap import msclap_reference
 from tests.references.torch_io import torch_state
 from tests.support.clap_inputs import NUM_SAMPLES, REAL_CLIPS, waveforms
@@ -68,7 +68,9 @@ def test_audio_tower_matches_msclap(reference, model):
     wave = waveforms()
     htsat = reference.audio_encoder.base.htsat
     with torch.no_grad():
-        log_mel = htsat.logmel_extractor(htsat.spectrogram_extractor(torch.tensor(wave)))[:, 0].numpy()
+        log_mel = htsat.logmel_extractor(htsat.spectrogram_extractor(torch.tensor(wave)))[
+            :, 0
+        ].numpy()
         expected = htsat(torch.tensor(wave))
         expected_embedding = reference.audio_encoder.projection(expected["latent_output"]).numpy()
     expected_latent = expected["latent_output"].numpy()
@@ -92,8 +94,9 @@ def test_audio_tower_matches_msclap(reference, model):
 def test_text_tower_matches_msclap(reference, model):
     ids, mask = caption_ids()
     with torch.no_grad():
-        expected = reference.caption_encoder({"input_ids": torch.tensor(ids),
-                                              "attention_mask": torch.tensor(mask)}).numpy()
+        expected = reference.caption_encoder(
+            {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+        ).numpy()
     ours = np.asarray(embed_text_fn(model)(jnp.asarray(ids)))
     np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=0)
     assert cosine(ours, expected).min() > 0.99999
@@ -107,9 +110,12 @@ def test_similarity_is_msclaps_compute_similarity(reference, model, rng):
 
     audio, text = rng.standard_normal((3, 1024)), rng.standard_normal((5, 1024))
     with torch.no_grad():
-        expected = CLAPWrapper.compute_similarity(types.SimpleNamespace(clap=reference),
-                                                  torch.tensor(audio), torch.tensor(text)).numpy()
-    ours = np.asarray(model.similarity(jnp.asarray(audio, jnp.float32), jnp.asarray(text, jnp.float32)))
+        expected = CLAPWrapper.compute_similarity(
+            types.SimpleNamespace(clap=reference), torch.tensor(audio), torch.tensor(text)
+        ).numpy()
+    ours = np.asarray(
+        model.similarity(jnp.asarray(audio, jnp.float32), jnp.asarray(text, jnp.float32))
+    )
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 import transformers
 
-from mats_jax.runtime.fileio import ModelFileError
 from mats_jax.convert.gguf_io import read_gguf
 from mats_jax.runtime.assets import smollm2_gguf_path
+from mats_jax.runtime.fileio import ModelFileError
 
 Q = gguf.GGMLQuantizationType
 VOCAB, HIDDEN, FFN, LAYERS, HEADS, KV_HEADS = 32, 32, 64, 2, 4, 2

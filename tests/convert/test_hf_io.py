@@ -9,8 +9,8 @@ import safetensors.torch
 import torch
 import transformers
 
-from mats_jax.runtime.fileio import ModelFileError
 from mats_jax.convert.hf_io import read_hf_folder, write_hf_folder
+from mats_jax.runtime.fileio import ModelFileError
 
 
 def _bits(a) -> np.ndarray:

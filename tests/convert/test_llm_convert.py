@@ -9,9 +9,9 @@ import transformers
 from safetensors.numpy import load_file, save_file
 
 from mats_jax.convert.__main__ import main
-from mats_jax.runtime.fileio import ModelFileError
 from mats_jax.convert.llm import load_llm
 from mats_jax.models.tokenizer import load_tokenizer
+from mats_jax.runtime.fileio import ModelFileError
 from tests.support.models import tiny_llama_folder
 
 
@@ -22,14 +22,19 @@ def tiny_gpt2_folder(path):
     return path
 
 
-@pytest.mark.parametrize("make", [tiny_llama_folder, tiny_gpt2_folder,
-                                  lambda p: tiny_llama_folder(p, torch.bfloat16)],
-                         ids=["llama", "gpt2", "llama-bf16"])
+@pytest.mark.parametrize(
+    "make",
+    [tiny_llama_folder, tiny_gpt2_folder, lambda p: tiny_llama_folder(p, torch.bfloat16)],
+    ids=["llama", "gpt2", "llama-bf16"],
+)
 def test_hf_to_orbax_to_hf_is_bit_identical(tmp_path, make):
     source = make(tmp_path / "hf")
     assert main(["llm", str(source), str(tmp_path / "ckpt")]) == 0
     assert main(["llm", str(tmp_path / "ckpt"), str(tmp_path / "back")]) == 0
-    original, back = load_file(source / "model.safetensors"), load_file(tmp_path / "back" / "model.safetensors")
+    original, back = (
+        load_file(source / "model.safetensors"),
+        load_file(tmp_path / "back" / "model.safetensors"),
+    )
     assert set(back) == set(original)
     for key, value in back.items():
         assert value.dtype == original[key].dtype, key

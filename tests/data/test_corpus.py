@@ -3,7 +3,6 @@
 from mats_jax.data import corpus
 from mats_jax.data.corpus.build import main as rebuild
 from mats_jax.data.rows import read_jsonl
-
 from tests.support.paths import DATA_ROOT, requires_data
 
 

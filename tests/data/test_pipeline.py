@@ -7,7 +7,6 @@ import json
 import pytest
 
 from mats_jax.data.pipeline import all_records, first_records, make_iterator
-
 from tests.support.records import SIZES, synthetic_records
 
 WEIGHTS = {"alpha": 5, "beta": 3, "gamma": 2}
@@ -24,9 +23,19 @@ def texts(batches):
 
 def test_shards_are_disjoint_and_complete(synthetic_corpus):
     for source, (n, _) in SIZES.items():
-        shards = [texts(iterator(synthetic_corpus, sources={source: 1}, num_epochs=1, batch_size=30,
-                                 shard_index=i, shard_count=3))
-                  for i in range(3)]
+        shards = [
+            texts(
+                iterator(
+                    synthetic_corpus,
+                    sources={source: 1},
+                    num_epochs=1,
+                    batch_size=30,
+                    shard_index=i,
+                    shard_count=3,
+                )
+            )
+            for i in range(3)
+        ]
         together = [t for s in shards for t in s]
         assert len(together) == len(set(together)) == n
         assert set(together) == {f"{source} train {i}" for i in range(n)}
@@ -35,7 +44,9 @@ def test_shards_are_disjoint_and_complete(synthetic_corpus):
 def test_shards_of_each_batch_are_the_unsharded_batch(synthetic_corpus):
     """The global stream does not depend on how many processes read it."""
     whole = iterator(synthetic_corpus, batch_size=12)
-    shards = [iterator(synthetic_corpus, batch_size=12, shard_index=i, shard_count=3) for i in range(3)]
+    shards = [
+        iterator(synthetic_corpus, batch_size=12, shard_index=i, shard_count=3) for i in range(3)
+    ]
     for _ in range(30):
         parts = [next(s) for s in shards]
         assert [len(p) for p in parts] == [4, 4, 4]
@@ -65,14 +76,18 @@ def test_zero_weight_drops_a_source_and_bad_weights_are_errors(synthetic_corpus)
 
 def test_shuffling_is_deterministic_per_seed_and_differs_per_epoch(synthetic_corpus):
     def order(seed):
-        return texts(iterator(synthetic_corpus, sources={"beta": 1}, seed=seed, num_epochs=2, batch_size=50))
+        return texts(
+            iterator(synthetic_corpus, sources={"beta": 1}, seed=seed, num_epochs=2, batch_size=50)
+        )
 
     first = order(seed=1)
     assert first == order(seed=1)
     assert first != order(seed=2)
     epoch1, epoch2 = first[:300], first[300:]
     assert set(epoch1) == set(epoch2) and epoch1 != epoch2
-    unshuffled = texts(iterator(synthetic_corpus, sources={"beta": 1}, num_epochs=1, shuffle=False, batch_size=50))
+    unshuffled = texts(
+        iterator(synthetic_corpus, sources={"beta": 1}, num_epochs=1, shuffle=False, batch_size=50)
+    )
     assert unshuffled == [f"beta train {i}" for i in range(300)] != epoch1
 
 
@@ -94,7 +109,10 @@ def test_resume_from_saved_state_reproduces_the_rest_exactly(synthetic_corpus):
 
 
 def test_state_restores_onto_another_number_of_shards(synthetic_corpus):
-    two = [iterator(synthetic_corpus, seed=7, batch_size=32, shard_index=i, shard_count=2) for i in range(2)]
+    two = [
+        iterator(synthetic_corpus, seed=7, batch_size=32, shard_index=i, shard_count=2)
+        for i in range(2)
+    ]
     for _ in range(5):
         for shard in two:
             next(shard)
@@ -107,7 +125,9 @@ def test_state_restores_onto_another_number_of_shards(synthetic_corpus):
 
 def test_finite_epochs_and_batch_hook(synthetic_corpus):
     val = dict(sources={"gamma": 1}, split="val", num_epochs=1, batch_size=4)
-    batches = list(iterator(synthetic_corpus, **val, shuffle=False, batch_fn=lambda rs: [r.answer for r in rs]))
+    batches = list(
+        iterator(synthetic_corpus, **val, shuffle=False, batch_fn=lambda rs: [r.answer for r in rs])
+    )
     assert [len(b) for b in batches] == [4, 4, 2]
     assert batches[0] == ["gamma val 0", "gamma val 1", "gamma val 2", "gamma val 3"]
     dropped = list(iterator(synthetic_corpus, **val, drop_remainder=True))
@@ -135,14 +155,19 @@ def test_state_saves_and_restores_with_an_orbax_checkpoint(synthetic_corpus, tmp
     rest = [next(it) for _ in range(3)]
     restored = iterator(synthetic_corpus, seed=3)
     with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
-        restored.set_state(manager.restore(5, args=ocp.args.Composite(data=ocp.args.JsonRestore())).data)
+        restored.set_state(
+            manager.restore(5, args=ocp.args.Composite(data=ocp.args.JsonRestore())).data
+        )
     assert [next(restored) for _ in range(3)] == rest
 
 
 def test_first_records_and_all_records_read_in_stored_order(synthetic_corpus):
     first = first_records(synthetic_corpus, source="beta", split="val", count=5)
     assert first == synthetic_records("beta", "val", 5)
-    assert len(first_records(synthetic_corpus, source="beta", split="val", count=1000)) == SIZES["beta"][1]
+    assert (
+        len(first_records(synthetic_corpus, source="beta", split="val", count=1000))
+        == SIZES["beta"][1]
+    )
     with pytest.raises(KeyError, match="no beta/test"):
         first_records(synthetic_corpus, source="beta", split="test", count=1)
     everything = list(all_records(synthetic_corpus))

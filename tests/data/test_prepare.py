@@ -10,15 +10,19 @@ from mats_jax.data.pipeline import load_manifest, make_iterator
 from mats_jax.data.prepare import prepare, real_inputs
 from mats_jax.data.records import caption
 from mats_jax.data.rows import Rows, read_jsonl
-
 from tests.support.paths import DATA_ROOT, ROOT, requires_data
 from tests.support.records import SIZES, synthetic_records
 
 
 def read_all(corpus, source, split):
     it = make_iterator(
-        corpus, sources={source: 1}, split=split, batch_size=64, seed=0,
-        shuffle=False, num_epochs=1,
+        corpus,
+        sources={source: 1},
+        split=split,
+        batch_size=64,
+        seed=0,
+        shuffle=False,
+        num_epochs=1,
     )
     return [r for batch in it for r in batch]
 
@@ -31,14 +35,18 @@ def test_round_trip_keeps_every_record_in_order(synthetic_corpus):
             "train": {"path": f"{source}/train.array_record", "count": n_train},
             "val": {"path": f"{source}/val.array_record", "count": n_val},
         }
-        assert read_all(synthetic_corpus, source, "train") == synthetic_records(source, "train", n_train)
+        assert read_all(synthetic_corpus, source, "train") == synthetic_records(
+            source, "train", n_train
+        )
 
 
 def test_malformed_rows_are_counted_in_the_manifest(tmp_path):
     path = tmp_path / "user.jsonl"
     path.write_text("\n".join([synthetic_records("a", "x", 1)[0].to_json(), "{oops", "[]"]) + "\n")
     manifest = prepare(tmp_path / "corpus", [("train", read_jsonl(path))])
-    assert manifest["inputs"] == [{"input": str(path), "split": "train", "malformed": 2, "left_out": {}}]
+    assert manifest["inputs"] == [
+        {"input": str(path), "split": "train", "malformed": 2, "left_out": {}}
+    ]
     assert manifest["sources"]["a"]["train"]["count"] == 1
 
 
@@ -70,15 +78,27 @@ def test_a_failure_leaves_nothing_behind(tmp_path):
 @requires_data
 def test_real_sources_and_cli(tmp_path):
     manifest = prepare(tmp_path / "real", real_inputs(["esc50", "dcase"], DATA_ROOT))
-    counts = {s: {k: v["count"] for k, v in splits.items()} for s, splits in manifest["sources"].items()}
+    counts = {
+        s: {k: v["count"] for k, v in splits.items()} for s, splits in manifest["sources"].items()
+    }
     assert counts == {"esc50": {"train": 1600, "test": 400}, "dcase": {"train": 17}}
-    assert read_all(tmp_path / "real", "dcase", "train") == list(real_inputs(["dcase"], DATA_ROOT)[0][1])
+    assert read_all(tmp_path / "real", "dcase", "train") == list(
+        real_inputs(["dcase"], DATA_ROOT)[0][1]
+    )
 
     cli = [sys.executable, "-m", "mats_jax.data.prepare", "--out", str(tmp_path / "cli")]
     run = dict(cwd=ROOT, capture_output=True, text=True)
-    done = subprocess.run([*cli, "--sources", "tut", "--data-root", str(DATA_ROOT), "--default-corpus"], **run)
+    done = subprocess.run(
+        [*cli, "--sources", "tut", "--data-root", str(DATA_ROOT), "--default-corpus"], **run
+    )
     assert done.returncode == 0, done.stderr
     manifest = json.loads((tmp_path / "cli/manifest.json").read_text())
     assert set(manifest["sources"]) == {"tut", "audiocaps", "audioset"}
-    failed = subprocess.run([*cli, "--jsonl", str(tmp_path / "missing.jsonl"), "--overwrite"], **run)
-    assert failed.returncode != 0 and "missing input file" in failed.stderr and "missing.jsonl" in failed.stderr
+    failed = subprocess.run(
+        [*cli, "--jsonl", str(tmp_path / "missing.jsonl"), "--overwrite"], **run
+    )
+    assert (
+        failed.returncode != 0
+        and "missing input file" in failed.stderr
+        and "missing.jsonl" in failed.stderr
+    )

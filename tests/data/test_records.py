@@ -8,7 +8,9 @@ from mats_jax.data import records as R
 
 
 def test_json_round_trip_keeps_unicode():
-    record = R.caption("Café door creaks — twice", dataset="clotho", source="clotho", clip="clotho:a b.wav")
+    record = R.caption(
+        "Café door creaks — twice", dataset="clotho", source="clotho", clip="clotho:a b.wav"
+    )
     line = record.to_json()
     assert "Café" in line and "\n" not in line
     assert R.Record.from_json(line) == record
@@ -17,7 +19,11 @@ def test_json_round_trip_keeps_unicode():
 
 def test_caption_and_classification_follow_the_paper_prompts():
     cap = R.caption("A dog barks", dataset="audiocaps", source="audiocaps")
-    assert (cap.task, cap.tag, cap.answer) == ("caption", "[audio caption audiocaps]", "A dog barks")
+    assert (cap.task, cap.tag, cap.answer) == (
+        "caption",
+        "[audio caption audiocaps]",
+        "A dog barks",
+    )
     assert cap.instruction == "Describe the following audio in a caption."
     cla = R.classification(["Dog"], tag=R.SINGLE_EVENT, source="esc50")
     assert cla.instruction == "Identify the sounds in the audio clip, only display audio tags."
@@ -49,7 +55,14 @@ def test_invalid_records_are_rejected_with_a_reason(change, message):
 
 
 def test_from_dict_requires_the_schema_and_ignores_extra_keys():
-    row = {"text": "t", "task": "qa", "instruction": "Is it loud?", "answer": "Yes", "tag": "", "extra": 1}
+    row = {
+        "text": "t",
+        "task": "qa",
+        "instruction": "Is it loud?",
+        "answer": "Yes",
+        "tag": "",
+        "extra": 1,
+    }
     with pytest.raises(ValueError, match="missing field.*source"):
         R.Record.from_dict(row)
     assert R.Record.from_dict(row, source="mine").source == "mine"

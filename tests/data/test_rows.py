@@ -44,7 +44,10 @@ def test_jsonl_malformed_rows_are_reported_with_file_and_line_and_counted(tmp_pa
 def test_jsonl_gzip_and_default_source(tmp_path):
     path = tmp_path / "user.jsonl.gz"
     with gzip.open(path, "wt") as f:
-        f.write('{"text": "t", "task": "qa", "instruction": "Is it loud?", "answer": "Yes", "tag": "[audio qa]"}\n')
+        f.write(
+            '{"text": "t", "task": "qa", "instruction": "Is it loud?", "answer": "Yes", '
+            '"tag": "[audio qa]"}\n'
+        )
     (record,) = read_jsonl(path, source="mine")
     assert (record.source, record.answer, record.clip) == ("mine", "Yes", "")
 

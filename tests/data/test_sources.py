@@ -1,4 +1,5 @@
-"""Builders on the real files of ../shared/data: counts, record shapes, evaluation clips kept out."""
+"""Builders on the real files of ../shared/data: counts, record shapes, evaluation clips kept
+out."""
 
 import csv
 import shutil
@@ -7,10 +8,7 @@ import pytest
 
 from mats_jax.data import records as R
 from mats_jax.data.sources import SOURCES, build
-
-from tests.support.paths import DATA_ROOT, requires_data
-
-pytestmark = requires_data
+from tests.support.paths import DATA_ROOT, shared
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +17,7 @@ def built() -> dict[tuple[str, str], list[R.Record]]:
     out = {}
     for name, source in SOURCES.items():
         for split in source.splits:
-            rows = build(name, DATA_ROOT, split)
+            rows = build(name, shared(DATA_ROOT), split)
             out[name, split] = list(rows)
             assert rows.tally.malformed == 0, (name, split)
     return out
@@ -52,7 +50,7 @@ def test_counts_match_the_readme(built):
 
 
 def test_clotho_train_is_the_development_split_less_evaluation_clips():
-    rows = build("clotho", DATA_ROOT, "train")
+    rows = build("clotho", shared(DATA_ROOT), "train")
     records = list(rows)
     # 3,839 development clips x 5 captions; 426 clips are also in an evaluation split (2 by name
     # in Clotho val/test, 424 in Clotho-AQA val/test).
@@ -62,7 +60,7 @@ def test_clotho_train_is_the_development_split_less_evaluation_clips():
 
 def test_clotho_aqa_has_one_record_per_question_with_a_majority_answer():
     for split, questions in (("train", 4_695 + 2_348), ("val", 1_376 + 688), ("test", 1_892 + 946)):
-        rows = build("clotho_aqa", DATA_ROOT, split)
+        rows = build("clotho_aqa", shared(DATA_ROOT), split)
         records = list(rows)
         assert len(records) + sum(rows.tally.dropped.values()) == questions
     record = next(r for r in records if r.instruction == "How many times does the water splash?")
@@ -70,7 +68,7 @@ def test_clotho_aqa_has_one_record_per_question_with_a_majority_answer():
     assert (record.task, record.tag, record.clip) == ("qa", "[audio qa]", "clotho:river_mouth3.wav")
     captions = set()
     for clotho_split in ("train", "val", "test"):
-        with open(DATA_ROOT / f"captions/clotho/{clotho_split}.csv", newline="") as f:
+        with open(shared(DATA_ROOT / f"captions/clotho/{clotho_split}.csv"), newline="") as f:
             rows = [row for row in csv.DictReader(f) if row["file_name"] == "river_mouth3.wav"]
             captions.update(c for row in rows for c in row.values())
     assert record.text in captions
@@ -101,7 +99,11 @@ def test_records_are_well_formed_and_tagged(built):
             assert tags == {"[audio caption wavcaps]"}
         else:
             assert tasks == {"cla_label"}
-            assert tags == ({"[multi events]"} if name in ("audioset", "fsd50k", "dcase") else {"[single event]"})
+            assert tags == (
+                {"[multi events]"}
+                if name in ("audioset", "fsd50k", "dcase")
+                else {"[single event]"}
+            )
 
 
 def test_label_names_are_cleaned(built):
@@ -109,7 +111,9 @@ def test_label_names_are_cleaned(built):
     answers = {name: {r.answer for r in built[name, "train"]} for name in names}
     assert "chirping birds" in answers["esc50"] and "dog bark" in answers["urbansound8k"]
     assert "bird chirping, tweeting" in answers["vggsound"]
-    assert "Male speech, man speaking" in answers["fsd50k"]  # FSD50K's "Male_speech_and_man_speaking"
+    assert (
+        "Male speech, man speaking" in answers["fsd50k"]
+    )  # FSD50K's "Male_speech_and_man_speaking"
     assert "Train horn" in answers["dcase"]  # quotes stripped
     audioset = built["audioset", "train"][0]
     assert (audioset.text, audioset.answer) == ("Sounds of speech and gush.", "Speech, Gush")
@@ -117,7 +121,7 @@ def test_label_names_are_cleaned(built):
 
 
 def test_missing_file_is_an_error(tmp_path):
-    shutil.copytree(DATA_ROOT / "captions/audiocaps", tmp_path / "captions/audiocaps")
+    shutil.copytree(shared(DATA_ROOT / "captions/audiocaps"), tmp_path / "captions/audiocaps")
     assert len(list(build("audiocaps", tmp_path, "val"))) == 2_475
     # A training split also needs the files that list the evaluation clips to keep out.
     with pytest.raises(FileNotFoundError, match="eval_segments.csv"):
@@ -133,7 +137,7 @@ def test_unknown_source_or_split():
 
 def test_malformed_real_format_rows_are_skipped(tmp_path, caplog):
     """The AudioSet segment format (comment header, quoted label lists) reports bad rows by line."""
-    src = DATA_ROOT / "captions/audioset"
+    src = shared(DATA_ROOT / "captions/audioset")
     (tmp_path / "captions/audioset").mkdir(parents=True)
     shutil.copy(src / "class_labels_indices.csv", tmp_path / "captions/audioset")
     lines = (src / "eval_segments.csv").read_text().splitlines(keepends=True)

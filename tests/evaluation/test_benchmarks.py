@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from mats_jax.evaluation.benchmarks import BENCHMARKS, BenchmarkError, find_audio, metadata_file, read_examples
+from mats_jax.evaluation.benchmarks import (
+    BENCHMARKS,
+    BenchmarkError,
+    find_audio,
+    metadata_file,
+    read_examples,
+)
 from tests.support.paths import DATA_ROOT
 
 
@@ -28,8 +34,17 @@ def test_urbansound8k_classes():
     examples = read("us8k", DATA_ROOT / "captions" / "urbansound8k")
     assert len(examples) == 8732
     assert {e.references[0] for e in examples} == {
-        "air conditioner", "car horn", "children playing", "dog bark", "drilling", "engine idling",
-        "gun shot", "jackhammer", "siren", "street music"}
+        "air conditioner",
+        "car horn",
+        "children playing",
+        "dog bark",
+        "drilling",
+        "engine idling",
+        "gun shot",
+        "jackhammer",
+        "siren",
+        "street music",
+    }
 
 
 def test_caption_benchmarks_group_five_references_per_clip():

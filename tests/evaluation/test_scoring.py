@@ -9,7 +9,9 @@ from mats_jax.evaluation import scoring
 def letters(texts: list[str]) -> np.ndarray:
     """A stand-in text embedding (letter counts): equal texts embed equally, which is all the
     nearest-class mapping relies on."""
-    return np.array([[t.lower().count(c) for c in "abcdefghijklmnopqrstuvwxyz"] for t in texts], float)
+    return np.array(
+        [[t.lower().count(c) for c in "abcdefghijklmnopqrstuvwxyz"] for t in texts], float
+    )
 
 
 def test_classification_scores_count_clap_exact_and_substring_matches():
@@ -28,10 +30,15 @@ def test_classification_scores_count_clap_exact_and_substring_matches():
 
 def test_qa_reads_yes_no_and_compares_with_the_majority():
     texts = ["Yes, it is raining.", "No", "Eleven", "Nine times"]
-    answers = [["YES", "yes", "NO"], ["yes", "yes", "no"], ["ELEVEN", "NINE", "ELEVEN"], ["ELEVEN", "NINE", "ELEVEN"]]
+    answers = [
+        ["YES", "yes", "NO"],
+        ["yes", "yes", "no"],
+        ["ELEVEN", "NINE", "ELEVEN"],
+        ["ELEVEN", "NINE", "ELEVEN"],
+    ]
     scores = scoring.qa_scores(texts, answers)
-    assert scores["accuracy"] == 0.5                    # 1st and 3rd match the majority
-    assert scores["accuracy_any_annotator"] == 0.75     # the 2nd's "no" was one annotator's answer
+    assert scores["accuracy"] == 0.5  # 1st and 3rd match the majority
+    assert scores["accuracy_any_annotator"] == 0.75  # the 2nd's "no" was one annotator's answer
 
 
 def test_majority_breaks_ties_by_first_answer():
@@ -51,7 +58,10 @@ def test_caption_metrics_match_hand_computed_values():
 
 
 def test_cider_d_rewards_the_right_caption_over_a_wrong_one():
-    references = [["a dog barks at a man", "a dog is barking"], ["rain falls on a tin roof", "heavy rain on a roof"]]
+    references = [
+        ["a dog barks at a man", "a dog is barking"],
+        ["rain falls on a tin roof", "heavy rain on a roof"],
+    ]
     right, _ = scoring.caption_scores(["a dog barks", "rain falls on a roof"], references)
     swapped, _ = scoring.caption_scores(["rain falls on a roof", "a dog barks"], references)
     assert right["CIDEr-D"] > 1.0 and swapped["CIDEr-D"] == 0.0

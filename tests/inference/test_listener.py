@@ -20,7 +20,8 @@ from mats_jax.inference.listener import Listener
 listener = Listener.from_workdir(sys.argv[1])
 embeddings, files, errors = listener.embed_audio(json.loads(sys.argv[2]), batch_size=3)
 texts = listener.describe(embeddings, generation=listener.paper_generation(max_new_tokens=6))
-print(json.dumps({"devices": listener.mesh.shape["data"], "embeddings": embeddings.tolist(), "texts": texts}))
+print(json.dumps({"devices": listener.mesh.shape["data"], "embeddings": embeddings.tolist(),
+                  "texts": texts}))
 """
 
 
@@ -32,9 +33,19 @@ def test_four_devices_listen_like_one(listening_workdir):
     assert files == CLIPS and not errors
     texts = listener.describe(embeddings, generation=listener.paper_generation(max_new_tokens=6))
 
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-c", LISTEN, str(listening_workdir), json.dumps(CLIPS)], env=env,
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "JAX_PLATFORMS": "cpu",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", LISTEN, str(listening_workdir), json.dumps(CLIPS)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     four = json.loads(out.stdout.strip().splitlines()[-1])
     assert four["devices"] == 4

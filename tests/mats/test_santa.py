@@ -11,9 +11,16 @@ import numpy as np
 import pytest
 
 from mats_jax.mats.model import inject_noise, perturb
-from mats_jax.mats.santa import MemoryBank, build_bank, kmeans, maybe_retrieve, member_table, retrieve, retrieve_with_noise
+from mats_jax.mats.santa import (
+    MemoryBank,
+    build_bank,
+    kmeans,
+    maybe_retrieve,
+    member_table,
+    retrieve,
+    retrieve_with_noise,
+)
 from tests.support.paths import ROOT
-
 
 
 def normalise(x):
@@ -21,7 +28,8 @@ def normalise(x):
 
 
 def lloyd(x, centres, iterations):
-    """Textbook Lloyd in float64: assign to the nearest centre, move each non-empty centre to its mean."""
+    """Textbook Lloyd in float64: assign to the nearest centre, move each non-empty centre to its
+    mean."""
     x, centres = x.astype(np.float64), centres.astype(np.float64).copy()
 
     def assign(c):
@@ -35,7 +43,9 @@ def lloyd(x, centres, iterations):
     return centres, assign(centres)
 
 
-def santa_reference(embeddings, centres, clusters, audio, noise, *, top_l, temperature, mix, variance, variant):
+def santa_reference(
+    embeddings, centres, clusters, audio, noise, *, top_l, temperature, mix, variance, variant
+):
     """DESIGN §2.5 per audio embedding; `clusters` lists each cluster's members in bank order."""
     out = []
     for a, eps in zip(audio.astype(np.float64), noise.astype(np.float64)):
@@ -60,10 +70,14 @@ def fixed_bank():
     dim, sizes = 16, [2, 5, 0, 9, 14]
     centres = rng.normal(size=(len(sizes), dim)).astype(np.float32)
     labels = rng.permutation(np.repeat(np.arange(len(sizes)), sizes))
-    embeddings = normalise(centres[labels] + 0.6 * rng.normal(size=(len(labels), dim))).astype(np.float32)
+    embeddings = normalise(centres[labels] + 0.6 * rng.normal(size=(len(labels), dim))).astype(
+        np.float32
+    )
     members, counts = member_table(labels, len(sizes))
     clusters = [list(np.flatnonzero(labels == c)) for c in range(len(sizes))]
-    bank = MemoryBank(jnp.asarray(embeddings), jnp.asarray(centres), jnp.asarray(members), jnp.asarray(counts))
+    bank = MemoryBank(
+        jnp.asarray(embeddings), jnp.asarray(centres), jnp.asarray(members), jnp.asarray(counts)
+    )
     # raw (unnormalised) audio embeddings near each centre, the empty cluster's included
     audio = (2.5 * (centres + 0.3 * rng.normal(size=centres.shape))).astype(np.float32)
     audio = np.concatenate([audio, rng.normal(size=(2, dim)).astype(np.float32)])
@@ -72,16 +86,36 @@ def fixed_bank():
 
 @pytest.mark.parametrize("variant", ["original", "paper"])
 @pytest.mark.parametrize("top_l", [4, 32], ids=["some-clusters-padded", "all-padded"])
-@pytest.mark.parametrize("member_batch", [1, 3, 7], ids=["cpu-default", "chunks-and-rest", "gpu-default"])
+@pytest.mark.parametrize(
+    "member_batch", [1, 3, 7], ids=["cpu-default", "chunks-and-rest", "gpu-default"]
+)
 def test_retrieval_matches_the_reference(fixed_bank, variant, top_l, member_batch):
     bank, clusters, audio = fixed_bank
     assert len(audio) == 7
-    noise = np.random.default_rng(2).normal(size=(len(audio), top_l, audio.shape[1])).astype(np.float32)
+    noise = (
+        np.random.default_rng(2).normal(size=(len(audio), top_l, audio.shape[1])).astype(np.float32)
+    )
     settings = dict(temperature=10.0, mix=0.7)
-    got = retrieve_with_noise(bank, jnp.asarray(audio), jnp.asarray(noise), noise_variance=0.015,
-                              variant=variant, member_batch=member_batch, **settings)
-    want = santa_reference(np.asarray(bank.embeddings), np.asarray(bank.centres), clusters, audio, noise,
-                           top_l=top_l, variance=0.015, variant=variant, **settings)
+    got = retrieve_with_noise(
+        bank,
+        jnp.asarray(audio),
+        jnp.asarray(noise),
+        noise_variance=0.015,
+        variant=variant,
+        member_batch=member_batch,
+        **settings,
+    )
+    want = santa_reference(
+        np.asarray(bank.embeddings),
+        np.asarray(bank.centres),
+        clusters,
+        audio,
+        noise,
+        top_l=top_l,
+        variance=0.015,
+        variant=variant,
+        **settings,
+    )
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
 
 
@@ -89,11 +123,13 @@ def test_retrieve_draws_the_training_noise(fixed_bank):
     bank, _, audio = fixed_bank
     key = jax.random.key(3)
     noise = jax.random.normal(key, (len(audio), 8, audio.shape[1]))
-    np.testing.assert_allclose(retrieve(bank, audio, key=key, top_l=8), retrieve_with_noise(bank, audio, noise),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        retrieve(bank, audio, key=key, top_l=8), retrieve_with_noise(bank, audio, noise), atol=1e-6
+    )
     x = jnp.asarray(audio)
-    np.testing.assert_allclose(perturb(x, 0.015, jax.random.normal(key, x.shape)), inject_noise(x, 0.015, key),
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        perturb(x, 0.015, jax.random.normal(key, x.shape)), inject_noise(x, 0.015, key), atol=1e-7
+    )
     assert maybe_retrieve(None, x, key=key) is x
 
 
@@ -145,9 +181,19 @@ for axis_type in (jax.sharding.AxisType.Auto, jax.sharding.AxisType.Explicit):
     np.testing.assert_array_equal(labels, want_labels)
     np.testing.assert_allclose(centres, want_centres, atol=1e-5)
 """
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "JAX_PLATFORMS": "cpu",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
 
 

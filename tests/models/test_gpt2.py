@@ -1,4 +1,5 @@
-"""The Flax GPT-2 at its full 124M configuration against transformers, random weights (f32, ≤1e-4)."""
+"""The Flax GPT-2 at its full 124M configuration against transformers, random weights
+(f32, ≤1e-4)."""
 
 import jax.numpy as jnp
 import numpy as np

@@ -7,16 +7,18 @@ import torch
 from flax import nnx
 
 from mats_jax.convert.llm import llama_keymap
-from mats_jax.models.registry import build_model
 from mats_jax.models.lora import add_lora, merge_lora
 from mats_jax.models.params import load_params, param_arrays
+from mats_jax.models.registry import build_model
 from tests.references.llama import TINY, reference
 from tests.references.torch_io import torch_state
 
 
 def peft_model():
     ref = reference(TINY)
-    config = peft.LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1, target_modules=["q_proj", "v_proj"])
+    config = peft.LoraConfig(
+        r=8, lora_alpha=32, lora_dropout=0.1, target_modules=["q_proj", "v_proj"]
+    )
     model = peft.get_peft_model(ref, config).eval()
     torch.manual_seed(1)
     with torch.no_grad():  # B starts at zero: make the adapters do something

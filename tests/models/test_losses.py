@@ -12,8 +12,9 @@ from mats_jax.models.losses import next_token_loss
 
 def torch_loss(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> float:
     labels = torch.tensor(np.where(mask, targets, -100), dtype=torch.long)
-    out = F.cross_entropy(torch.tensor(logits, dtype=torch.float64).flatten(0, 1),
-                          labels.flatten(), ignore_index=-100)
+    out = F.cross_entropy(
+        torch.tensor(logits, dtype=torch.float64).flatten(0, 1), labels.flatten(), ignore_index=-100
+    )
     return float(out)
 
 
@@ -39,7 +40,9 @@ def test_masked_targets_are_ignored(rng):
     loss_a, _ = next_token_loss(logits, jnp.asarray(targets), jnp.asarray(mask))
     loss_b, _ = next_token_loss(logits, jnp.asarray(garbage), jnp.asarray(mask))
     assert float(loss_a) == float(loss_b)
-    grad = jax.grad(lambda x: next_token_loss(x, jnp.asarray(garbage), jnp.asarray(mask))[0])(logits)
+    grad = jax.grad(lambda x: next_token_loss(x, jnp.asarray(garbage), jnp.asarray(mask))[0])(
+        logits
+    )
     assert np.all(np.asarray(grad)[~mask] == 0)
     assert np.isfinite(np.asarray(grad)).all()
 
@@ -50,10 +53,12 @@ def test_gradient_matches_torch(rng):
     mask = rng.random((2, 6)) < 0.6
     mask[1, 2] = True
     grad = jax.grad(lambda x: next_token_loss(x, jnp.asarray(targets), jnp.asarray(mask))[0])(
-        jnp.asarray(logits))
+        jnp.asarray(logits)
+    )
     x = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
-    F.cross_entropy(x.flatten(0, 1), torch.tensor(np.where(mask, targets, -100)).flatten(),
-                    ignore_index=-100).backward()
+    F.cross_entropy(
+        x.flatten(0, 1), torch.tensor(np.where(mask, targets, -100)).flatten(), ignore_index=-100
+    ).backward()
     np.testing.assert_allclose(np.asarray(grad), x.grad.numpy(), atol=1e-6)
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from mats_jax.clap.model import FAMILIES as CLAP_FAMILIES
 from mats_jax.clap.model import CLAP, ClapConfig
+from mats_jax.clap.model import FAMILIES as CLAP_FAMILIES
 from mats_jax.convert.llm import KEYMAPS
 from mats_jax.models import registry
 from mats_jax.models.gpt2 import GPT2
@@ -21,7 +21,9 @@ def test_every_family_is_registered_under_the_name_its_folders_carry():
 
 def test_hf_model_types_map_to_families():
     assert registry.of_hf_config({"model_type": "mistral"}, "x").name == "llama"
-    with pytest.raises(ModelFileError, match=r"^x: model_type 'bert' is not supported \(gpt2, llama, mistral\)$"):
+    with pytest.raises(
+        ModelFileError, match=r"^x: model_type 'bert' is not supported \(gpt2, llama, mistral\)$"
+    ):
         registry.of_hf_config({"model_type": "bert"}, "x")
 
 

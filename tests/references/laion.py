@@ -30,8 +30,11 @@ def randomise(model: torch.nn.Module, seed: int = 1) -> None:
                 module.bias.copy_(0.3 * randn(module.bias))
             if isinstance(module, torch.nn.BatchNorm2d):
                 mel = module.num_features == 64  # bn0 over mel bins sees dB values
-                module.running_mean.copy_((-30 + 10 * randn(module.running_mean)) if mel
-                                          else 0.3 * randn(module.running_mean))
+                module.running_mean.copy_(
+                    (-30 + 10 * randn(module.running_mean))
+                    if mel
+                    else 0.3 * randn(module.running_mean)
+                )
                 spread = torch.rand(module.running_var.shape, generator=g)
                 module.running_var.copy_(100 + 300 * spread if mel else 0.5 + spread)
         for name, p in model.named_parameters():
@@ -47,7 +50,9 @@ def fused_reference() -> torch.nn.Module:
     """transformers ClapModel, fused, eval mode, randomised (built once per test session)."""
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
-    model = transformers.ClapModel(transformers.ClapConfig(audio_config={"enable_fusion": True})).eval()
+    model = transformers.ClapModel(
+        transformers.ClapConfig(audio_config={"enable_fusion": True})
+    ).eval()
     randomise(model)
     return model
 
@@ -73,4 +78,6 @@ def reference_state(fusion: bool) -> dict[str, np.ndarray]:
 
 @functools.lru_cache(maxsize=2)
 def our_model(fusion: bool) -> CLAP:
-    return from_hf_state(reference_state(fusion), ClapConfig.laion(fusion=fusion), source="reference")
+    return from_hf_state(
+        reference_state(fusion), ClapConfig.laion(fusion=fusion), source="reference"
+    )

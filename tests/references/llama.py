@@ -3,9 +3,18 @@
 import torch
 import transformers
 
-TINY = dict(vocab_size=211, hidden_size=96, intermediate_size=160, num_hidden_layers=3,
-            num_attention_heads=6, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0,
-            max_position_embeddings=256, tie_word_embeddings=False)
+TINY = dict(
+    vocab_size=211,
+    hidden_size=96,
+    intermediate_size=160,
+    num_hidden_layers=3,
+    num_attention_heads=6,
+    num_key_value_heads=2,
+    rms_norm_eps=1e-5,
+    rope_theta=10000.0,
+    max_position_embeddings=256,
+    tie_word_embeddings=False,
+)
 
 
 def reference(config: dict, seed: int = 0) -> transformers.LlamaForCausalLM:

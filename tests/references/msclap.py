@@ -14,7 +14,7 @@ def import_msclap_clap():
     """`msclap.models.clap` without torchaudio: msclap's package __init__ imports its wrapper,
     which imports torchaudio (a CUDA build on PyPI that cannot load with CPU torch). The stub
     lives only while msclap is imported, so transformers never sees it."""
-    transformers.GPT2Model  # resolve transformers' lazy imports before the stub exists
+    _ = transformers.GPT2Model  # resolve transformers' lazy imports before the stub exists
     stub = types.ModuleType("torchaudio")
     stub.transforms = types.ModuleType("torchaudio.transforms")
     saved = {k: sys.modules.get(k) for k in ("torchaudio", "torchaudio.transforms")}
@@ -42,7 +42,9 @@ def randomise(model: torch.nn.Module, seed: int = 1) -> None:
                 module.bias.copy_(0.3 * randn(module.bias))
             if isinstance(module, torch.nn.BatchNorm2d):  # log-mel in dB: mean ~ -30, std ~ 10-20
                 module.running_mean.copy_(-30 + 10 * randn(module.running_mean))
-                module.running_var.copy_(100 + 300 * torch.rand(module.running_var.shape, generator=g))
+                module.running_var.copy_(
+                    100 + 300 * torch.rand(module.running_var.shape, generator=g)
+                )
         for name, p in model.named_parameters():
             if name.endswith("relative_position_bias_table"):
                 p.copy_(0.5 * randn(p))
@@ -64,10 +66,20 @@ def msclap_reference() -> torch.nn.Module:
 
     original, msclap_clap.AutoModel = msclap_clap.AutoModel, ConfigBuiltGPT2
     try:  # the arguments CLAPWrapper.load_clap passes for config_2023.yml
-        model = msclap_clap.CLAP(audioenc_name="HTSAT", sample_rate=44100, window_size=1024,
-                                 hop_size=320, mel_bins=64, fmin=50, fmax=8000, classes_num=527,
-                                 out_emb=768, text_model="gpt2", transformer_embed_dim=768,
-                                 d_proj=1024)
+        model = msclap_clap.CLAP(
+            audioenc_name="HTSAT",
+            sample_rate=44100,
+            window_size=1024,
+            hop_size=320,
+            mel_bins=64,
+            fmin=50,
+            fmax=8000,
+            classes_num=527,
+            out_emb=768,
+            text_model="gpt2",
+            transformer_embed_dim=768,
+            d_proj=1024,
+        )
     finally:
         msclap_clap.AutoModel = original
     randomise(model.eval())

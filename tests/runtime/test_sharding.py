@@ -4,18 +4,24 @@ import jax
 from flax import nnx
 from jax.sharding import PartitionSpec
 
-from mats_jax.models.registry import build_model
 from mats_jax.models.lora import add_lora
-from mats_jax.runtime.sharding import partition_spec, state_shardings
 from mats_jax.models.params import flat_params
+from mats_jax.models.registry import build_model
+from mats_jax.runtime.sharding import partition_spec, state_shardings
 from tests.references.llama import TINY
 
 
 def test_every_parameter_has_one_axis_name_per_dimension():
-    for family, config in [("llama", TINY), ("gpt2", dict(n_layer=2, n_embd=64, n_head=4, vocab_size=99))]:
+    for family, config in [
+        ("llama", TINY),
+        ("gpt2", dict(n_layer=2, n_embd=64, n_head=4, vocab_size=99)),
+    ]:
         model = build_model(family, config)
-        add_lora(model, targets=("q_proj", "v_proj") if family == "llama" else ("c_attn",),
-                 rngs=nnx.Rngs(0))
+        add_lora(
+            model,
+            targets=("q_proj", "v_proj") if family == "llama" else ("c_attn",),
+            rngs=nnx.Rngs(0),
+        )
         for path, var in flat_params(model).items():
             axes = var.get_metadata().get("logical_axes")
             assert axes is not None and len(axes) == var.ndim, path

@@ -19,7 +19,10 @@ def waveforms() -> np.ndarray:
     import librosa
 
     t = np.arange(NUM_SAMPLES) / 44100
-    clips = [0.1 * np.random.default_rng(0).standard_normal(NUM_SAMPLES), 0.5 * np.sin(2 * np.pi * 440 * t)]
+    clips = [
+        0.1 * np.random.default_rng(0).standard_normal(NUM_SAMPLES),
+        0.5 * np.sin(2 * np.pi * 440 * t),
+    ]
     for name in REAL_CLIPS:
         if (ESC50 / name).is_file():
             y, _ = librosa.load(ESC50 / name, sr=44100, mono=True)
@@ -37,14 +40,16 @@ def clips() -> tuple[np.ndarray, ...]:
     leaves 2 s of silence at the 1e-10 floor), a real ESC-50 clip (5 s) or an 8 s chirp."""
     t = np.arange(14 * SR) / SR
     rng = np.random.default_rng(0)
-    out = [0.1 * rng.standard_normal(len(t)) + 0.2 * np.sin(2 * np.pi * 1000 * t),
-           0.5 * np.sin(2 * np.pi * 440 * t[:4 * SR])]
+    out = [
+        0.1 * rng.standard_normal(len(t)) + 0.2 * np.sin(2 * np.pi * 1000 * t),
+        0.5 * np.sin(2 * np.pi * 440 * t[: 4 * SR]),
+    ]
     if (ESC50 / REAL_CLIPS[0]).is_file():
         import librosa
 
         out.append(librosa.load(ESC50 / REAL_CLIPS[0], sr=SR, mono=True)[0])
     else:
-        out.append(0.3 * np.sin(2 * np.pi * (100 + 400 * t[:8 * SR]) * t[:8 * SR]))
+        out.append(0.3 * np.sin(2 * np.pi * (100 + 400 * t[: 8 * SR]) * t[: 8 * SR]))
     return tuple(np.asarray(c, np.float32) for c in out)
 
 

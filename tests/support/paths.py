@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 SHARED = ROOT.parent / "shared"
 DATA_ROOT = Path(os.environ.get("MATS_JAX_DATA_ROOT", SHARED / "data"))
@@ -14,6 +12,12 @@ ESC50 = DATA_ROOT / "audio" / "esc50"
 # golden outputs of the original (PyTorch) MATS code
 FIXTURE = SHARED / "fixtures" / "mats_reference.npz"
 
-requires_data = pytest.mark.skipif(
-    not (DATA_ROOT / "captions").is_dir(), reason=f"real data not found at {DATA_ROOT}"
-)
+
+def shared(path: Path) -> Path:
+    """`path`, a file or folder of the shared data, which must exist: a test that needs missing
+    shared data fails (with this message), it is never skipped."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: shared data missing (expected ../shared beside the repository)"
+        )
+    return path

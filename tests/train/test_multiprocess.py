@@ -19,7 +19,9 @@ MORE = 3  # steps after the preemption
 
 
 def devices(count: int) -> dict:
-    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
+    return dict(
+        os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={count}"
+    )
 
 
 def val_losses(workdir: Path) -> dict[int, float]:
@@ -34,23 +36,48 @@ def test_two_processes_train_like_one_and_their_checkpoint_resumes_in_one(tiny_r
     # 200 steps that a preemption cuts short; warmup is 20 steps, so the learning rate of every
     # step compared here does not depend on the planned total
     log = (tmp_path / "two.log").open("w")
-    run = subprocess.Popen([str(LAUNCH), "-n", "2", "-d", "2", "--",
-                            *command(two, llm, corpus, "--config.train.steps=200", "--config.eval.samples=1",
-                                     "--config.eval.max_new_tokens=2")],
-                           cwd=ROOT, stdout=log, stderr=log, env=devices(2))
+    run = subprocess.Popen(
+        [
+            str(LAUNCH),
+            "-n",
+            "2",
+            "-d",
+            "2",
+            "--",
+            *command(
+                two,
+                llm,
+                corpus,
+                "--config.train.steps=200",
+                "--config.eval.samples=1",
+                "--config.eval.max_new_tokens=2",
+            ),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=log,
+        env=devices(2),
+    )
     deadline = time.time() + 400
-    while time.time() < deadline and run.poll() is None and not (
-            (two / "metrics.jsonl").exists() and len(losses(two)) >= 3):
+    while (
+        time.time() < deadline
+        and run.poll() is None
+        and not ((two / "metrics.jsonl").exists() and len(losses(two)) >= 3)
+    ):
         time.sleep(0.05)
     run.send_signal(signal.SIGTERM)  # the launcher passes it to both processes
     assert run.wait(timeout=300) == 0, (tmp_path / "two.log").read_text()[-3000:]
     stopped = max(losses(two))
     assert 3 <= stopped <= 20 - MORE, stopped
-    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == [str(stopped)]  # saved once, together
+    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == [
+        str(stopped)
+    ]  # saved once, together
 
     one = tmp_path / "one"
     total = f"--config.train.steps={stopped + MORE}"
-    subprocess.run(command(one, llm, corpus, total), check=True, capture_output=True, cwd=ROOT, env=devices(4))
+    subprocess.run(
+        command(one, llm, corpus, total), check=True, capture_output=True, cwd=ROOT, env=devices(4)
+    )
     reference = losses(one)
     assert sorted(reference) == list(range(1, stopped + MORE + 1))
     trained = losses(two)
@@ -60,7 +87,9 @@ def test_two_processes_train_like_one_and_their_checkpoint_resumes_in_one(tiny_r
     assert abs(val_losses(two)[0] - val_losses(one)[0]) <= 1e-5
 
     # the two processes' checkpoint (four devices) restores in one process on one device
-    subprocess.run(command(two, llm, corpus, total), check=True, capture_output=True, cwd=ROOT, env=devices(1))
+    subprocess.run(
+        command(two, llm, corpus, total), check=True, capture_output=True, cwd=ROOT, env=devices(1)
+    )
     resumed = losses(two)
     assert sorted(resumed) == list(range(1, stopped + MORE + 1))
     for step in range(stopped + 1, stopped + MORE + 1):

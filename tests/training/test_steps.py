@@ -10,17 +10,23 @@ import jax
 import numpy as np
 from flax import nnx
 
-from mats_jax.training import optim
-from mats_jax.training import steps as train_step
-from mats_jax.models.registry import build_model
-from mats_jax.config import MapperConfig
-from mats_jax.config import LoraConfig, MATSConfig
+from mats_jax.config import LoraConfig, MapperConfig, MATSConfig
 from mats_jax.mats.model import MATS
 from mats_jax.mats.prompt import TrainingBatch
+from mats_jax.models.registry import build_model
 from mats_jax.runtime.sharding import DEFAULT_RULES, make_mesh
+from mats_jax.training import optim
+from mats_jax.training import steps as train_step
 
-LLM = dict(model_type="llama", vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-           num_attention_heads=4, num_key_value_heads=2)
+LLM = dict(
+    model_type="llama",
+    vocab_size=128,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
 
 
 def tiny_mats() -> MATS:
@@ -36,9 +42,14 @@ def synthetic_batch(accum: int = 2, micro: int = 4, length: int = 12) -> train_s
         lengths = rng.integers(6, length + 1, micro)
         mask = np.arange(length)[None] < lengths[:, None]
         loss_mask = mask & (np.arange(length)[None] >= 3)
-        micro_batches.append(TrainingBatch(np.array([1, 5, 6], np.int32),
-                                           rng.integers(0, 128, (micro, length)).astype(np.int32),
-                                           mask, loss_mask))
+        micro_batches.append(
+            TrainingBatch(
+                np.array([1, 5, 6], np.int32),
+                rng.integers(0, 128, (micro, length)).astype(np.int32),
+                mask,
+                loss_mask,
+            )
+        )
         clap.append(rng.normal(size=(micro, 32)).astype(np.float32))
     return train_step.Batch.from_micro_batches(micro_batches, clap)
 
@@ -48,12 +59,19 @@ def run_steps(mesh, steps: int = 2):
     graphdef, trainable, rngs, frozen = train_step.split(tiny_mats())
     initial_frozen = jax.tree.map(np.asarray, frozen)
     tx = optim.adamw(peak_lr=1e-2, warmup_steps=1, total_steps=10, weight_decay=0.05)
-    state, state_sharding, frozen, frozen_sharding = train_step.place(trainable, rngs, frozen, tx, mesh,
-                                                                      DEFAULT_RULES)
+    state, state_sharding, frozen, frozen_sharding = train_step.place(
+        trainable, rngs, frozen, tx, mesh, DEFAULT_RULES
+    )
     batch_sharding = train_step.batch_sharding(mesh)
-    step = train_step.make_train_step(graphdef, tx, seed=0, schedule=optim.learning_rate(1e-2, 1, 10),
-                                      state_sharding=state_sharding, frozen_sharding=frozen_sharding,
-                                      batch_sharding=batch_sharding)
+    step = train_step.make_train_step(
+        graphdef,
+        tx,
+        seed=0,
+        schedule=optim.learning_rate(1e-2, 1, 10),
+        state_sharding=state_sharding,
+        frozen_sharding=frozen_sharding,
+        batch_sharding=batch_sharding,
+    )
     batch = jax.device_put(synthetic_batch(), batch_sharding)
     history = []
     for _ in range(steps):
@@ -63,12 +81,19 @@ def run_steps(mesh, steps: int = 2):
 
 
 def flat(state) -> dict[str, np.ndarray]:
-    return {".".join(map(str, p)): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(state)[0]}
+    return {
+        ".".join(map(str, p)): np.asarray(v)
+        for p, v in jax.tree_util.tree_flatten_with_path(state)[0]
+    }
 
 
 def test_eight_devices_equal_one():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
+    out = subprocess.run(
+        [sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["devices"] == 8
@@ -101,8 +126,12 @@ def _compare_meshes() -> dict:
     h8, s8, _, _ = run_steps(eight)
     p1, p8 = flat(s1.trainable), flat(s8.trainable)
     diff = max(float(np.abs(p1[k] - p8[k]).max()) for k in p1)
-    return {"devices": jax.device_count(), "one": {"losses": [h["loss"] for h in h1]},
-            "eight": {"losses": [h["loss"] for h in h8]}, "max_param_diff": diff}
+    return {
+        "devices": jax.device_count(),
+        "one": {"losses": [h["loss"] for h in h1]},
+        "eight": {"losses": [h["loss"] for h in h8]},
+        "max_param_diff": diff,
+    }
 
 
 if __name__ == "__main__":

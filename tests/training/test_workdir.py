@@ -13,7 +13,10 @@ from mats_jax.training import steps, workdir
 
 
 def flat(state) -> dict[str, np.ndarray]:
-    return {".".join(map(str, path)): np.asarray(v) for path, v in jax.tree_util.tree_flatten_with_path(state)[0]}
+    return {
+        ".".join(map(str, path)): np.asarray(v)
+        for path, v in jax.tree_util.tree_flatten_with_path(state)[0]
+    }
 
 
 def test_weights_restore_without_an_optimiser(listening_workdir):

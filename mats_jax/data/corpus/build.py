@@ -42,7 +42,9 @@ def corpus(data_root: Path) -> dict[str, list[Record]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mats_jax.data.corpus.build", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mats_jax.data.corpus.build", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=DIRECTORY)
     args = parser.parse_args(argv)
