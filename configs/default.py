@@ -18,9 +18,16 @@ from mats_jax.config import base
 def get_config():
     c = base()
     c.mapper.update(dim=256, prefix_length=8, clip_length=8, num_layers=2)
-    c.data.update(sources={"audiocaps": 3.0, "audioset": 1.0}, tail_length=48, max_answer_tokens=24)
+    # rows of 128 positions: about 3 examples each, so 4 rows are about 12 examples a step
+    c.data.update(
+        sources={"audiocaps": 3.0, "audioset": 1.0},
+        tail_length=48,
+        max_answer_tokens=24,
+        packed_length=128,
+        max_per_row=6,
+    )
     c.train.update(
-        steps=100, batch_size=8, lr=1e-3, warmup_steps=20, log_every=10, checkpoint_every=50
+        steps=100, batch_size=4, lr=1e-3, warmup_steps=20, log_every=10, checkpoint_every=50
     )
     c.eval.update(every=50, batches=4, batch_size=16, samples=3, max_new_tokens=24)
     return c

@@ -1,4 +1,5 @@
-"""MATS-GPT2: GPT-2 124M as the LLM (LoRA on its fused `c_attn`), MS-CLAP 2023, batch 128,
+"""MATS-GPT2: GPT-2 124M as the LLM (LoRA on its fused `c_attn`), MS-CLAP 2023, batch 128 examples
+(22 packed rows),
 peak LR 5e-5, 90k iterations (docs/data_flow.md); everything else as MATS-LLaMA.
 
     python -m mats_jax.convert llm PATH/gpt2 ckpt/gpt2
@@ -26,5 +27,6 @@ def get_config():
             "wavcaps_soundbible": 0.3,
         }
     )
-    c.train.update(steps=90_000, batch_size=128, lr=5e-5)
+    # 22 packed rows of 512 positions hold about the paper's 128 examples a step
+    c.train.update(steps=90_000, batch_size=22, lr=5e-5)
     return c

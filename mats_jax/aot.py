@@ -44,7 +44,7 @@ from ml_collections import config_flags
 from mats_jax.config import check_layout, check_paths, check_values
 from mats_jax.mats.build import abstract_mats, llm_architecture
 from mats_jax.mats.model import MATS, TRAINABLE
-from mats_jax.mats.prompt import InferenceBatch
+from mats_jax.mats.prompt import InferenceBatch, PackedBatch, TrainingBatch
 from mats_jax.models import sampler
 from mats_jax.runtime import cli
 from mats_jax.runtime.sharding import BATCH_AXES, make_mesh, state_shardings
@@ -100,19 +100,37 @@ def lower_train(
         schedule=schedule,
         state_sharding=state_sharding,
         frozen_sharding=frozen_sharding,
-        batch_sharding=steps.batch_sharding(mesh),
+        batch_sharding=steps.batch_sharding(mesh, packed=config.data.packed_length > 0),
         remat=t.remat,
     )
+    return step.lower(state, frozen, abstract_batch(config, head_length))
+
+
+def abstract_batch(config: ml_collections.ConfigDict, head_length: int) -> steps.Batch:
+    """The trainer's step input with shapes only: packed rows, or one padded example per row."""
+    t, d = config.train, config.data
     rows = (t.grad_accum, t.batch_size // t.grad_accum)
-    tail = rows + (config.data.tail_length,)
-    batch = steps.Batch(
-        jax.ShapeDtypeStruct((head_length,), jnp.int32),
-        jax.ShapeDtypeStruct(tail, jnp.int32),
-        jax.ShapeDtypeStruct(tail, jnp.bool_),
-        jax.ShapeDtypeStruct(tail, jnp.bool_),
-        jax.ShapeDtypeStruct(rows + (config.clap.dim,), jnp.float32),
+    sds = jax.ShapeDtypeStruct
+    if d.packed_length:
+        grid = rows + (d.packed_length,)
+        slots = rows + (d.max_per_row,)
+        inputs = PackedBatch(
+            *(sds(grid, jnp.int32) for _ in range(4)), sds(grid, jnp.bool_), sds(slots, jnp.bool_)
+        )
+        return steps.Batch(inputs, sds(slots + (config.clap.dim,), jnp.float32))
+    tail = rows + (d.tail_length,)
+    inputs = TrainingBatch(
+        sds((t.grad_accum, head_length), jnp.int32),
+        sds(tail, jnp.int32),
+        sds(tail, jnp.bool_),
+        sds(tail, jnp.bool_),
     )
-    return step.lower(state, frozen, batch)
+    return steps.Batch(inputs, sds(rows + (config.clap.dim,), jnp.float32))
+
+
+def positions_per_row(config: ml_collections.ConfigDict, head_length: int) -> int:
+    d = config.data
+    return d.packed_length or head_length + config.mapper.prefix_length + d.tail_length
 
 
 def lower_generate(
@@ -161,7 +179,8 @@ def model_flops(
     ones (LoRA per token; mapper blocks per mapper token; its input layers per example; the
     projector per prefix token). Attention scores are left out, as usual."""
     m, t = config.mapper, config.train
-    tokens = t.batch_size * (head_length + m.prefix_length + config.data.tail_length)
+    tokens = t.batch_size * positions_per_row(config, head_length)
+    examples = t.batch_size * (config.data.max_per_row if config.data.packed_length else 1)
     count = {"llm": 0, "trainable": 0}
     flops = 0.0
     for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
@@ -177,11 +196,11 @@ def model_flops(
         if keys[0] == "llm":
             uses = tokens
         elif keys[0] == "projector":
-            uses = t.batch_size * m.prefix_length
+            uses = examples * m.prefix_length
         elif "layers" in keys:
-            uses = t.batch_size * (m.clip_length + m.prefix_length)
+            uses = examples * (m.clip_length + m.prefix_length)
         else:
-            uses = t.batch_size
+            uses = examples
         flops += 6 * size * uses
     return {
         "flops": flops,
@@ -244,8 +263,13 @@ def run(
     print(
         f"MATS: {family} LLM {parameter_count(frozen) / 1e9:.2f}B frozen "
         f"({config.llm.param_dtype}), {parameter_count(trainable) / 1e6:.0f}M trained "
-        f"(float32, AdamW); train batch {t.batch_size} × {sum(layout)} positions "
-        f"({' + '.join(map(str, layout))} head/prefix/tail) in {t.grad_accum} "
+        f"(float32, AdamW); train batch {t.batch_size} × {positions_per_row(config, head_length)} "
+        + (
+            f"positions (packed rows of up to {config.data.max_per_row} examples)"
+            if config.data.packed_length
+            else f"positions ({' + '.join(map(str, layout))} head/prefix/tail)"
+        )
+        + f" in {t.grad_accum} "
         f"micro-batch(es), remat {t.remat}"
         + (
             f"; generate {generate_batch} prompts, beam 4, 200 new tokens"

@@ -49,6 +49,9 @@ def base() -> ml_collections.ConfigDict:
     )
     c.lora = dict(rank=8, alpha=32.0, dropout=0.1, targets=("q_proj", "v_proj"))
     c.noise_variance = 0.015
+    # packed_length > 0: rows of that many positions holding several examples each (at most
+    # max_per_row), and train.batch_size counts rows; 0: one example per row, its tail padded
+    # to tail_length (the reference layout). tail_length bounds one example's tail either way.
     c.data = dict(
         corpus="",
         sources={"audiocaps": 1.0},
@@ -56,6 +59,8 @@ def base() -> ml_collections.ConfigDict:
         seed=0,
         tail_length=200,
         max_answer_tokens=150,
+        packed_length=512,
+        max_per_row=12,
     )
     c.train = dict(
         steps=360_000,
@@ -107,6 +112,8 @@ _AT_LEAST = {  # field: least value (integers)
     "eval.batch_size": 1,
     "eval.batches": 0,
     "eval.samples": 0,
+    "data.packed_length": 0,
+    "data.max_per_row": 1,
     "santa.bank_size": 1,
     "santa.clusters": 1,
     "santa.iterations": 0,
@@ -222,7 +229,8 @@ def json_text(config: ml_collections.ConfigDict) -> str:
 
 
 def write_json(config: ml_collections.ConfigDict, path: Path) -> None:
-    with atomic_file(path) as tmp:
+    """Writes (or rewrites: a resumed run writes its config again) a run's config.json."""
+    with atomic_file(path, overwrite=True) as tmp:
         tmp.write_text(json_text(config))
 
 

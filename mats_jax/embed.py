@@ -5,8 +5,10 @@
 
 Writes OUT (float32 [N, dim], as the encoder returns them: not normalised) and OUT's `.json`
 sidecar naming each row (file or caption) and each file that could not be read. A bad file is
-reported and skipped; the others are still embedded. Without --clap, CLAP weights are random
-(a loud warning says so). Audio is loaded as msclap does (see `mats_jax.clap.audio`).
+reported and skipped; the others are still embedded; when none is left, nothing is written and
+the exit status is 1. An existing OUT or sidecar is replaced only with --overwrite (checked
+before any work). Without --clap, CLAP weights are random (a loud warning says so). Audio is
+loaded as msclap does (see `mats_jax.clap.audio`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from tqdm import tqdm
 
 from mats_jax.runtime.cli import positive_int, reports_input_errors
 from mats_jax.runtime.errors import InputError
-from mats_jax.runtime.fileio import atomic_file
+from mats_jax.runtime.fileio import atomic_file, check_file
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,7 +36,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--audio", type=Path, help="an audio file or a folder of them")
     what.add_argument("--text", type=Path, help="a text file, one caption per line")
-    parser.add_argument("--out", type=Path, required=True, help="output .npy")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output .npy (and its .json sidecar beside it)"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing OUT and its .json sidecar (without it they are never touched)",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument(
         "--crop",
@@ -83,36 +92,72 @@ def on_all_devices(model):
     return lambda rows: split_rows(mesh, rows)
 
 
-def save(out: Path, table: np.ndarray, names: list[str], errors: dict[str, str]) -> None:
-    """Write OUT and OUT.json atomically (temporary names, then rename)."""
-    with atomic_file(out) as tmp, atomic_file(out.with_suffix(".json")) as tmp_sidecar:
-        np.save(tmp, table)
+def sidecar(out: Path) -> Path:
+    return out.with_suffix(".json")
+
+
+def check_outputs(out: Path, *, overwrite: bool = False) -> None:
+    """Refuses (before any work) an OUT that cannot be written: a folder, the sidecar's own name,
+    or an existing file without `overwrite`."""
+    if out.suffix.lower() == ".json":
+        raise InputError(f"{out}: --out ends in .json, the name of its sidecar; use .npy")
+    check_file(out, overwrite=overwrite)
+    check_file(sidecar(out), overwrite=overwrite)
+
+
+def save(
+    out: Path,
+    table: np.ndarray,
+    names: list[str],
+    errors: dict[str, str],
+    *,
+    overwrite: bool = False,
+) -> None:
+    """Write OUT and OUT.json atomically (temporary names, then rename); existing ones are
+    replaced only with `overwrite`."""
+    with (
+        atomic_file(out, overwrite=overwrite) as tmp,
+        atomic_file(sidecar(out), overwrite=overwrite) as tmp_sidecar,
+    ):
+        with open(tmp, "wb") as f:  # a file object: np.save adds no ".npy" to the name
+            np.save(f, table)
         tmp_sidecar.write_text(json.dumps({"rows": names, "errors": errors}, indent=1))
 
 
 @reports_input_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from mats_jax.clap.audio import audio_files
+    from mats_jax.clap.audio import SUPPORTED_SUFFIXES, audio_files
     from mats_jax.clap.load import load_clap_or_random
 
     if args.audio is not None:
         inputs = audio_files(args.audio)
+        if not inputs:
+            raise InputError(
+                f"{args.audio}: no audio files ({', '.join(SUPPORTED_SUFFIXES)}) in this folder; "
+                f"nothing written to {args.out}"
+            )
     else:
         if not args.text.is_file():
             raise FileNotFoundError(f"{args.text}: no such file")
         inputs = [line.strip() for line in args.text.read_text().splitlines() if line.strip()]
-    if not inputs:
-        raise InputError(f"{args.audio or args.text}: nothing to embed")
+        if not inputs:
+            raise InputError(f"{args.text}: no captions; nothing written to {args.out}")
+    check_outputs(args.out, overwrite=args.overwrite)
     model = load_clap_or_random(args.clap)
     table, names, errors = (embed_audio if args.audio is not None else embed_text)(
         model, inputs, args
     )
     for message in errors.values():
         print(f"skipped: {message}", file=sys.stderr)
-    save(args.out, table, names, errors)
+    if not names:
+        raise InputError(
+            f"{args.audio}: none of the {len(inputs)} audio files could be read; "
+            f"nothing written to {args.out}"
+        )
+    save(args.out, table, names, errors, overwrite=args.overwrite)
     print(f"wrote {len(names)} embeddings to {args.out} ({len(errors)} skipped)")
-    return 0 if names else 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ a memory bank), then scores:
                                 Java needed; SPICE only with its Stanford jars in place);
   QA (clotho_aqa)               accuracy against the majority answer and against any annotator.
 Writes report.json, report.md, predictions.jsonl (and confusion.png) to --out (default
-WORKDIR/eval/BENCHMARK-stepN). Clips without audio or that cannot be read are listed and skipped.
+WORKDIR/eval/BENCHMARK-stepN): a new or empty folder, or with --overwrite a previous evaluation's
+(checked before any work; anything else there is never touched). Clips without audio or that
+cannot be read are listed and skipped.
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out", type=Path, help="output folder (default: WORKDIR/eval/BENCHMARK-stepN)"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out if it is a previous evaluation's output (other folders never are)",
+    )
     return parser.parse_args(argv)
 
 
@@ -74,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     from mats_jax.evaluation import benchmarks, report, scoring
     from mats_jax.inference.listener import Listener
 
+    if args.out:
+        report.check_out(args.out, overwrite=args.overwrite)
     benchmark = benchmarks.BENCHMARKS[args.benchmark]
     metadata = benchmarks.metadata_file(benchmark, args.data)
     all_examples = benchmarks.read_examples(benchmark, metadata)
@@ -88,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{benchmark.name} examples of {metadata}"
         )
     listener = Listener.from_workdir(args.workdir, step=args.step, clap_checkpoint=args.clap)
+    out = args.out or args.workdir / "eval" / f"{benchmark.name}-step{listener.step}"
+    report.check_out(out, overwrite=args.overwrite)  # the default names the step just found
     skipped = {clip: f"no audio file for it under {audio_root}" for clip in missing}
     if listener.clap_checkpoint is None:
         print(f"warning: {report.RANDOM_CLAP_NOTE}", file=sys.stderr)
@@ -156,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for e, text in zip(scored, texts)
     ]
-    out = args.out or args.workdir / "eval" / f"{benchmark.name}-step{listener.step}"
-    report.write(out, summary, predictions, confusion)
+    report.write(out, summary, predictions, confusion, overwrite=args.overwrite)
     if missing:
         print(
             f"skipped {len(missing)} clips with no audio under {audio_root} "

@@ -8,7 +8,9 @@ mats-torch  the original MATS checkpoint layout (`{'model': state_dict}` of the 
             `python -m mats_jax.convert mats` imports it again, bit for bit.
 hf-peft     a PEFT LoRA adapter folder (`PeftModel.from_pretrained(base_llm, DIR)`), plus the mapper
             and projector in `mapper.safetensors` (original key names) and the training config.
-Output is written under a temporary name and renamed when complete.
+Output is written under a temporary name and renamed when complete. It never replaces what
+was there: an existing --out is refused before any work, unless --overwrite is given and it is
+a file (mats-torch) or a previous hf-peft export (hf-peft; a workdir or any other folder never).
 """
 
 from __future__ import annotations
@@ -32,12 +34,19 @@ def main(argv: list[str] | None = None) -> int:
         "--step", type=non_negative_int, help="checkpoint step (default: the latest)"
     )
     parser.add_argument("--format", required=True, choices=("mats-torch", "hf-peft"))
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--out", type=Path, required=True, help="the .pth file (mats-torch) or folder (hf-peft)"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out .pth, or a folder that a previous hf-peft export wrote",
+    )
     args = parser.parse_args(argv)
 
     from mats_jax.training.interchange import EXPORTERS
 
-    EXPORTERS[args.format](args.workdir, args.out, step=args.step)
+    EXPORTERS[args.format](args.workdir, args.out, step=args.step, overwrite=args.overwrite)
     print(f"wrote {args.format} {args.out}")
     return 0
 

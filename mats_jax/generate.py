@@ -7,7 +7,9 @@
 
 Prints `file<TAB>text` per file (and writes JSONL with --out), in batches, with the paper's
 generation settings and post-processing. A file that cannot be read is reported on stderr and
-skipped; the others still come out. Santa is on when the workdir has a memory bank.
+skipped; the others still come out. When nothing comes out (no audio files, or none readable),
+one line says so, the exit status is 1 and --out is not touched. An existing --out is replaced
+only with --overwrite (checked before any work). Santa is on when the workdir has a memory bank.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from mats_jax.data.records import COMMAND_LINE_TASKS
 from mats_jax.runtime.cli import non_negative_int, positive_int, reports_input_errors
 from mats_jax.runtime.errors import InputError
-from mats_jax.runtime.fileio import atomic_file
+from mats_jax.runtime.fileio import atomic_file, check_file
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,18 +51,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clap", help="CLAP checkpoint (default: the training config's)")
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--out", type=Path, help="also write JSONL here")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out file (without it, it is never touched)",
+    )
     return parser.parse_args(argv)
 
 
 @reports_input_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from mats_jax.clap.audio import audio_files
+    from mats_jax.clap.audio import SUPPORTED_SUFFIXES, audio_files
     from mats_jax.data.records import instruction_for
     from mats_jax.inference.listener import Listener
 
     instruction_for(args.task, args.question)
+    untouched = f"; {args.out} not written" if args.out else ""
     files = audio_files(args.audio)
+    if not files:
+        raise InputError(
+            f"{args.audio}: no audio files ({', '.join(SUPPORTED_SUFFIXES)}) in this folder"
+            + untouched
+        )
+    if args.out:
+        check_file(args.out, overwrite=args.overwrite)
     if args.checkpoint and args.step is not None:
         raise InputError("--step goes with --workdir; --checkpoint names its step")
     listener = (
@@ -81,10 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, text in zip(names, texts):
             print(f"{name}\t{text}", flush=True)
             results.append({"file": name, "task": args.task, "text": text})
+    if not results:
+        raise InputError(
+            f"{args.audio}: none of the {len(files)} audio files could be read" + untouched
+        )
     if args.out:
-        with atomic_file(args.out) as tmp:
+        with atomic_file(args.out, overwrite=args.overwrite) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in results))
-    return 0 if results else 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 Picks `santa.bank_size` texts (seeded, uniformly among the unique texts) from the train split of
 the sources the config trains on, looks up their CLAP text embeddings in the corpus's cached table
 (built exactly as the trainer builds it when missing, so the two share one cache), L2-normalises
-them, runs k-means (`santa.clusters`, `santa.iterations`) and saves the bank to DIR/memory_bank/.
+them, runs k-means (`santa.clusters`, `santa.iterations`) and saves the bank to DIR/memory_bank/,
+replacing a bank built before (a DIR/memory_bank that is not a bank is refused before any work).
 The bank must come from the same CLAP weights as the audio embeddings it will meet, which the
 cache name (`mats_jax.clap.load.cache_name`) guarantees.
 """
@@ -26,7 +27,7 @@ from mats_jax.clap.load import cache_name
 from mats_jax.config import check_paths, check_values
 from mats_jax.data import pipeline
 from mats_jax.data.prepare import corpus_for_run
-from mats_jax.mats.santa import build_bank
+from mats_jax.mats.santa import build_bank, check_bank_folder
 from mats_jax.runtime import cli, distributed
 from mats_jax.runtime.errors import InputError
 from mats_jax.runtime.sharding import make_mesh
@@ -61,6 +62,8 @@ def build(config: ml_collections.ConfigDict, workdir: Path) -> Path:
     check_values(config)
     check_paths(config, ("clap.checkpoint", "data.corpus"))
     s = config.santa.to_dict()
+    out = workdir / BANK_FOLDER
+    check_bank_folder(out, overwrite=True)  # a bank built before is replaced, nothing else
     workdir.mkdir(parents=True, exist_ok=True)
     corpus_dir = corpus_for_run(config.data, workdir)
     try:
@@ -104,7 +107,6 @@ def build(config: ml_collections.ConfigDict, workdir: Path) -> Path:
         counts.max(),
         int((counts == 0).sum()),
     )
-    out = workdir / BANK_FOLDER
     if distributed.is_process_zero():  # every process computed the same bank; one writes it
         bank.save(
             out,
@@ -114,6 +116,7 @@ def build(config: ml_collections.ConfigDict, workdir: Path) -> Path:
                 "corpus": str(corpus_dir),
                 "santa": s,
             },
+            overwrite=True,
         )
         logging.info("saved the memory bank to %s", out)
     distributed.barrier("memory bank saved")

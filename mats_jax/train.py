@@ -3,21 +3,25 @@
 Override any config value on the command line (`--config.train.lr=1e-4`); an unknown key, a mesh
 that does not fit the devices, a batch that the data axes cannot split, or a missing checkpoint
 path fails before any work. Restarting with the same --workdir resumes exactly where the last
-checkpoint left off (model, optimiser, data order); SIGTERM saves a checkpoint and exits.
+checkpoint left off (model, optimiser, data order) and says so; a damaged newest checkpoint is
+moved aside and the one before it restored. A restart may change the steps, intervals or
+optimiser settings (said and recorded in config_changes.jsonl), not what the checkpoints hold
+(model sizes, LLM, CLAP, batch layout, data). SIGTERM or Ctrl-C saves a checkpoint and exits.
+One trainer per workdir: a second one fails at once, naming the first.
 
 The same command runs as every process of a multi-host run (launch/): each process reads only
 the rows of each batch its devices hold, process 0 alone writes logs, metrics and caches into
 the shared workdir, and the losses are those of one process driving all the devices. A
 checkpoint restores onto any number of processes and devices.
 
-The trainer reads top to bottom: check the config, build the mesh, the model and the data, create
-or restore the state, then loop (step, log, evaluate, checkpoint).
+The trainer reads top to bottom: check the config, guard the workdir, build the mesh, the model
+and the data, create or restore the state, then loop (step, log, evaluate, checkpoint).
 """
 
 from __future__ import annotations
 
-import logging
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -65,13 +69,17 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 
 class StopOnSignal:
-    """Turns SIGTERM (preemption) into a stop after a step that every process agrees on.
+    """Turns SIGTERM (preemption) and Ctrl-C into a stop after a step that every process agrees
+    on, with a checkpoint.
 
-    One process: a Python handler sets a flag the loop checks after each step. Several: jax's
-    preemption sync manager (started by jax.distributed.initialize) catches SIGTERM in any
-    process and names the same step to all of them; stopping at different steps would leave the
-    collective checkpoint waiting for processes that have left.
+    One process: a Python handler sets a flag the loop checks after each step (a second Ctrl-C
+    quits at once, without saving). Several: jax's preemption sync manager (started by
+    jax.distributed.initialize) catches SIGTERM in any process and names the same step to all
+    of them; stopping at different steps would leave the collective checkpoint waiting for
+    processes that have left.
     """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.requested = False
@@ -79,11 +87,14 @@ class StopOnSignal:
 
     def __enter__(self):
         if not self.multiprocess:
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
-        logging.warning("SIGTERM: saving a checkpoint after this step, then stopping")
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        name = signal.Signals(signum).name
+        print(f"{name}: saving a checkpoint after this step, then stopping", file=sys.stderr)
         self.requested = True
 
     def should_stop(self, step: int) -> bool:
@@ -94,18 +105,49 @@ class StopOnSignal:
 
     def __exit__(self, *exc):
         if not self.multiprocess:
-            signal.signal(signal.SIGTERM, self.previous)
+            for s, handler in self.previous.items():
+                signal.signal(s, handler)
+
+
+def guard_workdir(workdir: Path, config: ml_collections.ConfigDict):
+    """One trainer per workdir, and a restart that does not change what its checkpoints hold:
+    process 0 takes the workdir's lock, refuses such a change (before anything is written),
+    records the harmless ones and writes config.json. Returns the lock (None elsewhere)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    lock = None
+    if distributed.is_process_zero():
+        lock = workdirs.WorkdirLock(workdir).__enter__()
+        try:
+            changes = (
+                workdirs.check_restart(workdir, config) if workdirs.saved_steps(workdir) else {}
+            )
+            if changes:
+                listed = "; ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
+                print(f"changed since the last run: {listed}", file=sys.stderr)
+                workdirs.record_changes(workdir, workdirs.saved_steps(workdir)[-1], changes)
+            # what generation and evaluation rebuild the model from
+            workdirs.write_config(workdir, config)
+        except BaseException:
+            lock.__exit__(None, None, None)
+            raise
+    distributed.barrier("config written")
+    distributed.wait_for_file(workdir / workdirs.CONFIG_FILE)  # a shared workdir, or this fails
+    return lock
 
 
 def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
     check_config(config)
-    workdir.mkdir(parents=True, exist_ok=True)
-    if distributed.is_process_zero():  # what generation and evaluation rebuild the model from
-        workdirs.write_config(workdir, config)
-    distributed.barrier("config written")
-    distributed.wait_for_file(
-        workdir / workdirs.CONFIG_FILE
-    )  # the workdir is shared, or this fails clearly
+    lock = guard_workdir(workdir, config)
+    try:
+        run(config, workdir, lock)
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
+
+
+def run(
+    config: ml_collections.ConfigDict, workdir: Path, lock: workdirs.WorkdirLock | None
+) -> None:
     mesh = make_mesh(config.mesh)
     rules = tuple(tuple(rule) for rule in config.sharding_rules)
     t = config.train
@@ -116,10 +158,23 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
         tokenizer,
         tail_length=config.data.tail_length,
         max_answer_tokens=config.data.max_answer_tokens,
+        prefix_length=config.mapper.prefix_length,
     )
+    packed, row_length, per_row = (
+        config.data.packed_length > 0,
+        config.data.packed_length,
+        config.data.max_per_row,
+    )
+    longest = builder.head.size + config.mapper.prefix_length + config.data.tail_length
+    if packed and longest > row_length:
+        raise ConfigError(
+            f"data.packed_length {row_length} is shorter than the longest example: head "
+            f"{builder.head.size} + mapper.prefix_length {config.mapper.prefix_length} + "
+            f"data.tail_length {config.data.tail_length} = {longest}"
+        )
 
     # Data: the prepared corpus, its CLAP text embeddings (cached), this process's share of each
-    # batch.
+    # batch: rows of several examples each (packed), or one example per row padded to the tail.
     corpus_dir = corpus_for_run(config.data, workdir)
     manifest = pipeline.load_manifest(corpus_dir)
     all_texts = (record.text for record in pipeline.all_records(corpus_dir, manifest))
@@ -127,24 +182,50 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
         corpus_dir, all_texts, checkpoint=config.clap.checkpoint, seed=config.clap.seed, mesh=mesh
     )
 
+    def example(record):
+        return builder.example(record.instruction, record.tag, record.answer)
+
     def to_arrays(records):
         batch = builder.training_batch(
             [r.instruction for r in records], [r.tag for r in records], [r.answer for r in records]
         )
         return batch, table.lookup([r.text for r in records])
 
-    micro = t.batch_size // t.grad_accum
+    def to_packed_arrays(rows):
+        batch = builder.packed_batch(
+            [[example(r) for r in row] for row in rows], row_length=row_length, max_per_row=per_row
+        )
+        clap = np.zeros((len(rows), per_row, config.clap.dim), np.float32)  # empty slots: zeros
+        for i, row in enumerate(rows):
+            if row:
+                clap[i, : len(row)] = table.lookup([r.text for r in row])
+        return batch, clap
+
+    micro = t.batch_size // t.grad_accum  # rows of a micro-batch
     shard, shards = distributed.batch_shard(NamedSharding(mesh, PartitionSpec(BATCH_AXES)), micro)
-    train_data = pipeline.make_iterator(
-        corpus_dir,
+    common = dict(
         sources=dict(config.data.sources),
         split="train",
-        batch_size=micro,
         seed=config.data.seed,
-        batch_fn=to_arrays,
         shard_index=shard,
         shard_count=shards,
     )
+    if packed:
+        train_data = pipeline.make_packed_iterator(
+            corpus_dir,
+            rows=micro,
+            row_length=row_length,
+            max_per_row=per_row,
+            length_fn=lambda record: builder.example_length(example(record)),
+            batch_fn=to_packed_arrays,
+            **common,
+        )
+        next_micro = lambda: next(train_data)[0]  # the batch (the step counts it)
+    else:
+        train_data = pipeline.make_iterator(
+            corpus_dir, batch_size=micro, batch_fn=to_arrays, **common
+        )
+        next_micro = lambda: next(train_data)
     val_records = pipeline.first_records(
         corpus_dir,
         source=config.data.val_source,
@@ -160,13 +241,16 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
         trainable, rngs, frozen, tx, mesh, rules
     )
 
-    checkpoints = workdirs.checkpoints(workdir, config)
-    start = checkpoints.latest_step() or 0
-    if start:
-        state = checkpoints.restore(start, state, train_data)
-        logging.info("resumed from step %d", start)
+    checkpoints = workdirs.checkpoints(workdir, config, writer=True)
+    start, state = checkpoints.restore_newest(
+        state, train_data, damaged_to=workdir / workdirs.DAMAGED_CHECKPOINTS
+    )
+    start = start or 0
+    if start and distributed.is_process_zero():
+        print(f"resumed from step {start} ({checkpoints.directory / str(start)})", file=sys.stderr)
 
-    batch_sharding = steps.batch_sharding(mesh)
+    train_sharding = steps.batch_sharding(mesh, packed=packed)
+    eval_sharding = steps.batch_sharding(mesh, packed=False)  # validation stays unpacked
     step_fn = steps.make_train_step(
         graphdef,
         tx,
@@ -174,35 +258,35 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
         schedule=schedule,
         state_sharding=state_sharding,
         frozen_sharding=frozen_sharding,
-        batch_sharding=batch_sharding,
+        batch_sharding=train_sharding,
         remat=t.remat,
     )
     eval_fn = steps.make_eval_step(
         graphdef,
         state_sharding=state_sharding,
         frozen_sharding=frozen_sharding,
-        batch_sharding=batch_sharding,
+        batch_sharding=eval_sharding,
     )
 
-    def global_batch(micro_batches, rows: int = micro):
-        """One step's Batch from this process's share of each micro-batch: the shared head [H]
-        as is, the row-sharded fields [A, b, ...] placed as rows of [A, rows, ...]."""
+    def global_batch(micro_batches, sharding: steps.Batch = train_sharding, rows: int = micro):
+        """One step's Batch from this process's share of each micro-batch: shared fields (the
+        head) as they are, row fields [A, b, ...] placed as rows of [A, rows, ...]."""
         local = steps.Batch.from_micro_batches(
             [b for b, _ in micro_batches], [c for _, c in micro_batches]
         )
         return jax.tree.map(
             lambda x, s: jax.make_array_from_process_local_data(
-                s, np.asarray(x), x.shape if x.ndim == 1 else (x.shape[0], rows, *x.shape[2:])
+                s, x, x.shape if s.spec == PartitionSpec() else (x.shape[0], rows, *x.shape[2:])
             ),
             local,
-            batch_sharding,
+            sharding,
         )
 
     def val_batch(records):
         """Every process holds all validation records; each places the rows its devices hold."""
         size = len(records)
         lo, hi = (size * shard // shards, size * (shard + 1) // shards)
-        return global_batch([to_arrays(records[lo:hi])], rows=size)
+        return global_batch([to_arrays(records[lo:hi])], sharding=eval_sharding, rows=size)
 
     val_batches = [
         val_batch(val_records[i : i + config.eval.batch_size])
@@ -243,50 +327,62 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
             )
 
     writer = MetricsWriter(workdir, total_steps=t.steps, initial_step=start)
-    if start == 0:
-        evaluate(0)
-    first = global_batch([next(train_data) for _ in range(t.grad_accum)])
-    compile_start = time.perf_counter()
-    compiled = step_fn.lower(state, frozen, first).compile()
-    flops = (compiled.cost_analysis() or {}).get("flops", 0.0)
-    writer.scalars(start, {"perf/compile_s": time.perf_counter() - compile_start})
-
     profiler = StepProfiler(workdir / "tensorboard", start=t.profile_start, steps=t.profile_steps)
-    with StopOnSignal() as stop:
-        batch, last_time, last_step = first, time.perf_counter(), start
-        for step in range(start, t.steps):
-            profiler.before(step)
-            state, metrics = compiled(state, frozen, batch)  # asynchronous: the host goes on
-            done = step + 1
-            profiler.after(done, state)
-            writer.advance()
-            if done % t.log_every == 0 or done == t.steps:
-                metrics = {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()}
-                now = time.perf_counter()
-                seconds = (now - last_time) / (done - last_step)
-                last_time, last_step = now, done
-                metrics |= {
-                    "perf/step_s": seconds,
-                    "train/tokens_per_s": metrics["train/tokens"] / seconds,
-                }
-                if t.peak_flops_per_device:
-                    metrics["perf/mfu"] = (
-                        flops / seconds / (t.peak_flops_per_device * jax.device_count())
-                    )
-                writer.scalars(done, metrics)
-            if done % config.eval.every == 0 or done == t.steps:
-                evaluate(done)
-            stopping = stop.should_stop(done)
-            if done % t.checkpoint_every == 0 or done == t.steps or stopping:
-                checkpoints.save(done, state, train_data)  # the iterator stands at batch done+1
-            if stopping:
-                break
-            if done < t.steps:
-                batch = global_batch([next(train_data) for _ in range(t.grad_accum)])
-    profiler.stop(state)  # a run that ended (or was stopped) inside the traced steps
-    checkpoints.wait()
-    checkpoints.close()
-    writer.close()
+    try:
+        if start == 0:
+            evaluate(0)
+        first = global_batch([next_micro() for _ in range(t.grad_accum)])
+        compile_start = time.perf_counter()
+        compiled = step_fn.lower(state, frozen, first).compile()
+        flops = (compiled.cost_analysis() or {}).get("flops", 0.0)
+        pending = {"perf/compile_s": time.perf_counter() - compile_start}  # with the first log
+        computed = steps.computed_positions(first.inputs, config.mapper.prefix_length)
+        with StopOnSignal() as stop:
+            batch, last_time, last_step = first, time.perf_counter(), start
+            for step in range(start, t.steps):
+                profiler.before(step)
+                state, metrics = compiled(state, frozen, batch)  # asynchronous: the host goes on
+                done = step + 1
+                profiler.after(done, state)
+                writer.advance()
+                if done % t.log_every == 0 or done == t.steps:
+                    metrics = {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()}
+                    now = time.perf_counter()
+                    seconds = (now - last_time) / (done - last_step)
+                    last_time, last_step = now, done
+                    efficiency = metrics["train/real_positions"] / computed
+                    metrics |= {
+                        "perf/step_s": seconds,
+                        "train/tokens_per_s": metrics["train/tokens"] / seconds,
+                        "train/examples_per_s": metrics["train/examples"] / seconds,
+                        "train/real_tokens_per_s": metrics["train/real_positions"] / seconds,
+                        "train/packing_efficiency": efficiency,
+                    }
+                    if t.peak_flops_per_device:  # counted on the real positions only
+                        metrics["perf/mfu"] = (
+                            flops
+                            * efficiency
+                            / seconds
+                            / (t.peak_flops_per_device * jax.device_count())
+                        )
+                    writer.scalars(done, pending | metrics)
+                    pending = {}
+                    if lock is not None:
+                        lock.beat()
+                if done % config.eval.every == 0 or done == t.steps:
+                    evaluate(done)
+                stopping = stop.should_stop(done)
+                if done % t.checkpoint_every == 0 or done == t.steps or stopping:
+                    checkpoints.save(done, state, train_data)  # the iterator stands at done+1
+                if stopping:
+                    break
+                if done < t.steps:
+                    batch = global_batch([next_micro() for _ in range(t.grad_accum)])
+        profiler.stop(state)  # a run that ended (or was stopped) inside the traced steps
+        checkpoints.wait()
+    finally:
+        checkpoints.close()
+        writer.close()
 
 
 if __name__ == "__main__":

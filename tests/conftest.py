@@ -41,12 +41,12 @@ def listening_workdir(tiny_run):
     import sys
 
     from tests.support.paths import ROOT
-    from tests.support.trainer import command
+    from tests.support.trainer import command, train
 
     tmp, llm, corpus = tiny_run
     workdir = tmp / "listening"
     run = [a for a in command(workdir, llm, corpus) if not a.startswith("--config.train.steps")]
-    subprocess.run(run + ["--config.train.steps=2"], check=True, capture_output=True, cwd=ROOT)
+    train(run + ["--config.train.steps=2"], check=True, capture_output=True, cwd=ROOT)
     subprocess.run(
         [
             sys.executable,
@@ -62,5 +62,6 @@ def listening_workdir(tiny_run):
         check=True,
         capture_output=True,
         cwd=ROOT,
+        timeout=600,
     )
     return workdir

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from mats_jax.evaluate import main
-from tests.support.paths import ESC50
+from tests.support.outputs import marker_command, one_line, other_files, snapshot
+from tests.support.paths import ESC50, shared
 
 
 def clips(folder: Path, names: list[str]) -> None:
     """Copies of real ESC-50 clips under the given names."""
     folder.mkdir(parents=True, exist_ok=True)
-    for source, name in zip(sorted(ESC50.glob("*.wav")), names):
+    for source, name in zip(sorted(shared(ESC50).glob("*.wav")), names):
         shutil.copy(source, folder / name)
 
 
@@ -110,3 +111,52 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path, capsys):
     write_csv(tmp_path / "labels.csv", ["filename", "label"], [["gone.wav", "dog"]])
     assert main(["--workdir", str(tmp_path), "--benchmark", "esc50", "--data", str(tmp_path)]) == 1
     assert "no audio for any of the 1 esc50 examples" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_outputs_are_never_destroyed(listening_workdir, tmp_path, capsys):
+    data = tmp_path / "esc50"
+    names = ["4-161099-A-47.wav", "4-161100-A-47.wav"]
+    clips(data, names)
+    write_csv(data / "labels.csv", ["filename", "label"], [[n, "airplane"] for n in names])
+    args = ["--workdir", str(listening_workdir), "--max-new-tokens", "4"]
+    args += ["--benchmark", "esc50", "--data", str(data)]
+
+    def evaluate_into(out, *extra):
+        code = main(args + ["--out", str(out), *extra])
+        return code, capsys.readouterr().err
+
+    for target in (listening_workdir, other_files(tmp_path / "others")):
+        before = snapshot(target)
+        code, err = evaluate_into(target, "--overwrite")
+        assert code == 1
+        assert one_line(err) == (
+            f"error: {target} exists and is not a previous `evaluate` output; choose another --out"
+        )
+        assert snapshot(target) == before
+
+    out = tmp_path / "report"
+    assert evaluate_into(out)[0] == 0
+    assert marker_command(out) == "evaluate"
+    (out / "stale.txt").write_text("from the first evaluation")
+    before = snapshot(out)
+    code, err = evaluate_into(out)
+    assert code == 1
+    assert one_line(err) == (
+        f"error: {out} is a previous `evaluate` output; pass --overwrite to replace it"
+    )
+    assert snapshot(out) == before
+    assert evaluate_into(out, "--overwrite")[0] == 0
+    assert not (out / "stale.txt").exists() and (out / "report.json").is_file()
+
+    # the default --out, WORKDIR/eval/BENCHMARK-stepN, is checked as soon as the step is known
+    workdir = tmp_path / "workdir"
+    shutil.copytree(listening_workdir, workdir)
+    default = other_files(workdir / "eval" / "esc50-step2")
+    before = snapshot(workdir)
+    workdir_args = ["--workdir", str(workdir), *args[2:], "--overwrite"]
+    assert main(workdir_args) == 1
+    assert one_line(capsys.readouterr().err) == (
+        f"error: {default} exists and is not a previous `evaluate` output; choose another --out"
+    )
+    assert snapshot(workdir) == before

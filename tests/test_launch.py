@@ -21,7 +21,10 @@ def test_the_launchers_are_there():
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_shellcheck_passes_and_the_header_says_how_to_use_it(script):
     out = subprocess.run(
-        [str(SHELLCHECK), "--severity=style", str(script)], capture_output=True, text=True
+        [str(SHELLCHECK), "--severity=style", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stdout
     header = script.read_text().splitlines()[1:6]
@@ -98,7 +101,10 @@ def test_tpu_pod_creates_copies_installs_mounts_and_runs_on_every_worker(tmp_pat
 
 def test_tpu_pod_without_a_command_prints_its_usage(tmp_path):
     out = subprocess.run(
-        [str(ROOT / "launch" / "tpu_pod.sh"), "-n", "pod"], capture_output=True, text=True
+        [str(ROOT / "launch" / "tpu_pod.sh"), "-n", "pod"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 2 and "launch/tpu_pod.sh -n NAME -z ZONE" in out.stderr
 

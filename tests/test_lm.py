@@ -68,6 +68,7 @@ def test_command_line_exit_status_without_traceback(tmp_path):
         ],
         capture_output=True,
         text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "nope.gguf" in result.stderr

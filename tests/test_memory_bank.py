@@ -16,7 +16,9 @@ from mats_jax.data import corpus, pipeline
 from mats_jax.data.prepare import prepare
 from mats_jax.data.rows import read_jsonl
 from mats_jax.mats.santa import MemoryBank
-from mats_jax.memory_bank import BankError, build
+from mats_jax.memory_bank import build
+from mats_jax.runtime.errors import InputError
+from tests.support.outputs import one_line, other_files, snapshot
 from tests.support.paths import ROOT
 
 CONFIG = """
@@ -122,5 +124,18 @@ def test_bad_input_fails_before_clustering(tiny, tmp_path, change, message):
     c.data.update(corpus=str(corpus_dir), sources={"audiocaps": 3.0, "audioset": 1.0})
     c.santa.update(bank_size=20)
     change(c, tmp_path)
-    with pytest.raises(BankError, match=message.replace("[", r"\[")):
+    with pytest.raises(InputError, match=message.replace("[", r"\[")):
         build(c, tmp_path / "work")
+
+
+def test_a_memory_bank_folder_that_is_not_a_bank_is_never_replaced(tiny, tmp_path):
+    config, _, _, _ = tiny
+    target = other_files(tmp_path / "memory_bank")
+    before = snapshot(target)
+    out = run(f"--config={config}", f"--workdir={tmp_path}")
+    assert out.returncode == 2
+    assert one_line(out.stderr) == (
+        f"error: {target} exists and is not a previous `memory_bank` output; "
+        "move it away or choose another --workdir"
+    )
+    assert snapshot(target) == before

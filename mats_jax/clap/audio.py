@@ -36,7 +36,24 @@ import soxr
 
 from mats_jax.runtime.errors import InputError
 
-SUPPORTED_SUFFIXES = (".flac", ".mp3", ".ogg", ".wav")
+# What `read_audio` decodes (libsndfile >= 1.1: PCM containers, FLAC, Ogg Vorbis/Opus, MP3), in
+# lower case; `audio_files` takes these suffixes in any case, from a folder or named directly.
+# No AAC/ALAC decoder is linked, so .m4a/.mp4/.aac are not among them.
+SUPPORTED_SUFFIXES = (
+    ".aif",
+    ".aifc",
+    ".aiff",
+    ".au",
+    ".caf",
+    ".flac",
+    ".mp3",
+    ".oga",
+    ".ogg",
+    ".opus",
+    ".rf64",
+    ".w64",
+    ".wav",
+)
 
 Crop = Literal["random", "center"]
 Rng = np.random.Generator | random.Random | int | None
@@ -138,15 +155,27 @@ def load_batch(
 
 
 def audio_files(path: str | os.PathLike) -> list[Path]:
-    """A file -> [file]; a folder -> its supported audio files (recursive), sorted by path."""
+    """A file -> [file]; a folder -> its audio files (recursive), sorted by path.
+
+    Both accept exactly the SUPPORTED_SUFFIXES, in any case: a named file with another suffix is
+    an AudioError (it could not be decoded), and a folder's other files are left out.
+    """
     path = Path(path)
     if path.is_file():
+        if not is_audio_file(path):
+            raise AudioError(
+                f"{path}: not an audio file that can be read "
+                f"(suffixes read: {', '.join(SUPPORTED_SUFFIXES)})"
+            )
         return [path]
     if not path.is_dir():
         raise AudioError(f"{path}: no such file or folder")
-    return sorted(
-        p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
-    )
+    return sorted(p for p in path.rglob("*") if p.is_file() and is_audio_file(p))
+
+
+def is_audio_file(path: str | os.PathLike) -> bool:
+    """Whether `path`'s suffix is one `read_audio` decodes (case-insensitive)."""
+    return Path(path).suffix.lower() in SUPPORTED_SUFFIXES
 
 
 def _resample(audio: np.ndarray, rate: int, new_rate: int) -> np.ndarray:

@@ -142,5 +142,5 @@ def _embed_chunks(
                 out = embed(jax.device_put(padded, sharding))
                 parts.append(np.asarray(jax.device_get(out))[: len(batch)])
                 progress.update(len(batch))
-            with atomic_file(paths[i]) as tmp:
+            with atomic_file(paths[i], overwrite=True) as tmp:  # the cache's own chunk
                 np.save(tmp, np.concatenate(parts).astype(np.float32))

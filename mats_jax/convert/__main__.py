@@ -11,6 +11,10 @@ mats --source SOURCE --out OUT [--config configs/mats_llama.py] [--llm DIR] [--c
     an original MATS checkpoint (.pth, ckpt['model']) -> OUT a workdir that generate, evaluate and
     the trainer read (the config gives the architecture; --llm/--clap its frozen parts).
     `python -m mats_jax.export` goes back (original .pth or a PEFT adapter).
+
+Each writes a new folder, under a temporary name renamed when complete. An existing OUT is
+refused before any work, unless it is empty, or a previous output of the same subcommand and
+--overwrite is given (a `convert mats` workdir that has been trained since is never replaced).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import ml_collections
 
 from mats_jax.models import store
 from mats_jax.runtime.cli import reports_input_errors
+from mats_jax.runtime.fileio import MARKER, OutputExistsError, atomic_directory, check_directory
 
 
 @reports_input_errors
@@ -42,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="TOKEN",
         help='add a pad token and grow the vocabulary (Vicuna for MATS: "[PAD]")',
     )
+    llm.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP.format("llm"))
     clap = commands.add_parser("clap", help="a CLAP model (msclap 2023, LAION-CLAP)")
     clap.add_argument(
         "--from",
@@ -53,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     clap.add_argument("--source", type=Path, required=True)
     clap.add_argument("--out", type=Path, required=True)
+    clap.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP.format("clap"))
     mats = commands.add_parser("mats", help="an original MATS checkpoint (.pth) -> a workdir")
     mats.add_argument("--source", type=Path, required=True)
     mats.add_argument("--out", type=Path, required=True)
@@ -64,36 +71,73 @@ def main(argv: list[str] | None = None) -> int:
     )
     mats.add_argument("--llm", help="LLM checkpoint (overrides the config's llm.checkpoint)")
     mats.add_argument("--clap", help="CLAP checkpoint (overrides the config's clap.checkpoint)")
+    mats.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP.format("mats"))
     args = parser.parse_args(argv)
 
     if args.command == "clap":
         from mats_jax.convert import clap as convert_clap  # heavy imports after argument errors
 
-        convert_clap.IMPORTERS[args.source_format](args.source, args.out)
+        convert_clap.IMPORTERS[args.source_format](
+            args.source, args.out, command="convert clap", overwrite=args.overwrite
+        )
         print(f"wrote mats_jax checkpoint {args.out}")
     elif args.command == "mats":
         from mats_jax.training import interchange
 
+        check_workdir_out(args.out, overwrite=args.overwrite)
         config = load_config_file(args.config)
         if args.llm:
             config.llm.checkpoint = args.llm
         if args.clap:
             config.clap.checkpoint = args.clap
-        interchange.import_mats(args.source, config, args.out)
+        with atomic_directory(args.out, command=MATS_COMMAND, overwrite=args.overwrite) as tmp:
+            interchange.import_mats(args.source, config, tmp)
         print(f"wrote workdir {args.out}")
     elif store.is_model_folder(args.source):
         from mats_jax.convert import llm as convert_llm
 
         if args.add_pad_token:
             parser.error("--add-pad-token applies when importing, not exporting")
-        convert_llm.export_llm(args.source, args.out)
+        convert_llm.export_llm(
+            args.source, args.out, command="convert llm", overwrite=args.overwrite
+        )
         print(f"wrote Hugging Face folder {args.out}")
     else:
         from mats_jax.convert import llm as convert_llm
 
-        convert_llm.import_llm(args.source, args.out, add_pad_token=args.add_pad_token)
+        convert_llm.import_llm(
+            args.source,
+            args.out,
+            add_pad_token=args.add_pad_token,
+            command="convert llm",
+            overwrite=args.overwrite,
+        )
         print(f"wrote mats_jax checkpoint {args.out}")
     return 0
+
+
+OVERWRITE_HELP = (
+    "replace OUT if a previous `convert {}` wrote it (without it, an existing OUT that is not "
+    "empty is refused; other folders are never replaced)"
+)
+MATS_COMMAND = "convert mats"  # the marker of the workdirs `convert mats` writes
+# what `convert mats` (`import_mats`) puts in a workdir; anything else there came later
+MATS_WRITES = frozenset({"config.json", "checkpoints", MARKER})
+
+
+def check_workdir_out(out: Path, *, overwrite: bool) -> None:
+    """Raises OutputExistsError unless `convert mats` may write the workdir `out`: free, empty,
+    or (with overwrite) a previous `convert mats` workdir that nothing has used since (a
+    trainer, evaluate or memory_bank would have added files)."""
+    check_directory(out, command=MATS_COMMAND, overwrite=overwrite)
+    added = (
+        sorted(p.name for p in out.iterdir() if p.name not in MATS_WRITES) if out.is_dir() else []
+    )
+    if added:
+        raise OutputExistsError(
+            f"{out} is a previous `{MATS_COMMAND}` workdir that has been used since (it now holds "
+            f"{', '.join(added)}); choose another --out"
+        )
 
 
 # `--from` choices of the clap command; each names an importer in mats_jax.convert.clap.IMPORTERS

@@ -39,7 +39,9 @@ from mats_jax.convert.keymap import Concat, KeyMap, Rule, transpose
 from mats_jax.convert.llm import gpt2_keymap
 from mats_jax.models import store
 from mats_jax.models.params import check_arrays, flat_params, load_params
-from mats_jax.runtime.fileio import ModelFileError
+from mats_jax.runtime.fileio import ModelFileError, check_directory
+
+COMMAND = "convert clap"  # the marker of the folders the importers write
 
 # ---------------------------------------------------------------------------------------------
 # Layout changes, one function per direction (a Rule's `transform` and `inverse`).
@@ -360,12 +362,27 @@ def read_msclap_pth(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def import_msclap(
-    pth_path: str | Path, out_dir: str | Path, config: ClapConfig = ClapConfig()
+    pth_path: str | Path,
+    out_dir: str | Path,
+    config: ClapConfig = ClapConfig(),
+    *,
+    command: str = COMMAND,
+    overwrite: bool = False,
 ) -> None:
-    """msclap `CLAP_weights_2023.pth` -> mats_jax checkpoint folder (family clap-msclap-2023)."""
+    """msclap `CLAP_weights_2023.pth` -> mats_jax checkpoint folder (family clap-msclap-2023).
+    An existing `out_dir` is refused before anything is read, unless it is a previous output of
+    `command` and `overwrite` is true (see `mats_jax.runtime.fileio.atomic_directory`)."""
+    check_directory(out_dir, command=command, overwrite=overwrite)
     tensors = read_msclap_pth(pth_path)
     params = msclap_to_flax(tensors, config, source=str(pth_path))
-    store.save_model(out_dir, family=MSCLAP_2023, config=config.to_dict(), params=params)
+    store.save_model(
+        out_dir,
+        family=MSCLAP_2023,
+        config=config.to_dict(),
+        params=params,
+        command=command,
+        overwrite=overwrite,
+    )
 
 
 def from_hf_state(
@@ -394,13 +411,24 @@ def read_hf_clap(folder: str | Path) -> tuple[ClapConfig, dict[str, np.ndarray]]
     return config, tensors
 
 
-def import_hf(folder: str | Path, out_dir: str | Path) -> None:
+def import_hf(
+    folder: str | Path, out_dir: str | Path, *, command: str = COMMAND, overwrite: bool = False
+) -> None:
     """transformers `ClapModel` folder (LAION-CLAP) -> mats_jax checkpoint folder (family
-    clap-laion).
+    clap-laion). An existing `out_dir` is refused as in `import_msclap`.
     """
+    check_directory(out_dir, command=command, overwrite=overwrite)
     config, tensors = read_hf_clap(folder)
     params = hf_to_flax(tensors, config, source=str(folder))
-    store.save_model(out_dir, family=LAION, config=config.to_dict(), params=params)
+    store.save_model(
+        out_dir,
+        family=LAION,
+        config=config.to_dict(),
+        params=params,
+        command=command,
+        overwrite=overwrite,
+    )
 
 
-IMPORTERS: dict[str, Callable[[Path, Path], None]] = {"msclap": import_msclap, "hf": import_hf}
+# (source, out, *, overwrite=False) -> None, by `--from` format
+IMPORTERS: dict[str, Callable[..., None]] = {"msclap": import_msclap, "hf": import_hf}

@@ -80,14 +80,19 @@ def write_hf_folder(
     tensors: Mapping[str, np.ndarray],
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     tokenizer_dir: str | os.PathLike | None = None,
+    *,
+    command: str = "write_hf_folder",
+    overwrite: bool = False,
 ) -> None:
     """Write `config.json` and safetensors weights, sharded with an index above `max_shard_bytes`,
     plus the files of `tokenizer_dir` if given.
 
-    The folder appears whole or not at all (see `atomic_directory`); dtypes are kept as given.
+    The folder appears whole or not at all, marked as the output of `command`; an existing one
+    is replaced only if it is a previous output of `command` and `overwrite` is true (see
+    `atomic_directory`). Dtypes are kept as given.
     """
     shards = _split_shards({k: np.asarray(v) for k, v in tensors.items()}, max_shard_bytes)
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, command=command, overwrite=overwrite) as tmp:
         if tokenizer_dir is not None:
             shutil.copytree(tokenizer_dir, tmp, dirs_exist_ok=True)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -22,8 +22,10 @@ from mats_jax.convert.keymap import KeyMap, Rule, transpose
 from mats_jax.models import registry, store
 from mats_jax.models.decoder import DecoderLM
 from mats_jax.models.params import load_params
-from mats_jax.models.tokenizer import load_tokenizer
-from mats_jax.runtime.fileio import ModelFileError
+from mats_jax.models.tokenizer import has_tokenizer_files, load_tokenizer
+from mats_jax.runtime.fileio import ModelFileError, check_directory
+
+COMMAND = "convert llm"  # the marker of the folders import_llm and export_llm write
 
 
 def llama_keymap(prefix: str = "model.", lm_head: str = "lm_head.") -> KeyMap:
@@ -155,15 +157,26 @@ def resize_vocab(params: dict[str, np.ndarray], vocab_size: int) -> dict[str, np
     return params
 
 
-def import_llm(source: str | Path, out: str | Path, *, add_pad_token: str | None = None) -> None:
+def import_llm(
+    source: str | Path,
+    out: str | Path,
+    *,
+    add_pad_token: str | None = None,
+    command: str = COMMAND,
+    overwrite: bool = False,
+) -> None:
     """HF folder or GGUF -> mats_jax checkpoint folder, with the tokenizer beside it if there is
-    one.
+    one. An existing `out` is refused before anything is read, unless it is a previous output
+    of `command` and `overwrite` is true (see `mats_jax.runtime.fileio.atomic_directory`).
     """
+    check_directory(out, command=command, overwrite=overwrite)
     family, hf_config, params = read_source(source)
     try:
         tokenizer = load_tokenizer(source)
     except ModelFileError:
-        if add_pad_token:
+        # A fast tokenizer or a SentencePiece tokenizer.model (Vicuna) is saved in fast form:
+        # the checkpoint's tokenizer/ loads without sentencepiece. Unreadable files are an error.
+        if add_pad_token or has_tokenizer_files(source):
             raise
         logging.warning("%s has no tokenizer files; the checkpoint will have none", source)
         tokenizer = None
@@ -182,14 +195,25 @@ def import_llm(source: str | Path, out: str | Path, *, add_pad_token: str | None
             hf_config,
             params,
             tokenizer_dir=tokenizer_dir if tokenizer is not None else None,
+            command=command,
+            overwrite=overwrite,
         )
 
 
-def export_llm(source: str | Path, out: str | Path) -> None:
-    """mats_jax checkpoint folder -> HF folder (config.json, safetensors, tokenizer files)."""
+def export_llm(
+    source: str | Path, out: str | Path, *, command: str = COMMAND, overwrite: bool = False
+) -> None:
+    """mats_jax checkpoint folder -> HF folder (config.json, safetensors, tokenizer files). An
+    existing `out` is refused as in `import_llm`."""
+    check_directory(out, command=command, overwrite=overwrite)
     family, hf_config, params = store.load_model(source)
     tensors = KEYMAPS[family].to_torch(params)
     tokenizer_dir = Path(source) / store.TOKENIZER_DIR
     write_hf_folder(
-        out, hf_config, tensors, tokenizer_dir=tokenizer_dir if tokenizer_dir.is_dir() else None
+        out,
+        hf_config,
+        tensors,
+        tokenizer_dir=tokenizer_dir if tokenizer_dir.is_dir() else None,
+        command=command,
+        overwrite=overwrite,
     )

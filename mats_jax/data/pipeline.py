@@ -21,10 +21,18 @@ index) restores onto any number of processes. With finite epochs the mixture end
 source runs out, as in grain; a single source gives exactly ``num_epochs`` passes, which is what
 evaluation wants. :func:`first_records` and :func:`all_records` read in stored order, unsharded
 (a fixed validation set; every text, to embed once).
+
+:func:`make_packed_iterator` reads the same global stream but packs it (first fit,
+:mod:`mats_jax.data.packing`) into batches of ``rows`` rows of a static ``row_length``, several
+examples per row, none split. Every process packs the *global* stream identically and keeps its
+own rows, so packed batches too do not depend on the number of processes. Its state is the
+stream position plus the stream indices of the examples carried over to the next batch; each
+batch comes with its efficiency (real positions over computed positions) for the metrics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +42,7 @@ from typing import Any
 import grain
 from array_record.python import array_record_module
 
+from mats_jax.data.packing import Example, FirstFit, efficiency
 from mats_jax.data.records import MANIFEST, SCHEMA_VERSION, Record
 
 # grain's default (16 threads, 500 batches ahead) reads far past what a training step needs and
@@ -125,6 +134,213 @@ def make_iterator(
         raise ValueError(
             f"batch_size {batch_size} must be a positive multiple of shard_count {shard_count}"
         )
+    ds, weights, counts = _mixture(
+        corpus_dir, sources=sources, split=split, seed=seed, shuffle=shuffle, num_epochs=num_epochs
+    )
+    if drop_remainder and num_epochs is not None:
+        ds = ds[: len(ds) // batch_size * batch_size]
+    # shard i of global batch k is local batch k·count + i: batching is lazy, so a process
+    # reads the records of its own shards only
+    ds = ds.batch(
+        batch_size // shard_count, batch_fn=lambda raw: batch_fn([Record.from_json(r) for r in raw])
+    )
+    ds = ds[shard_index::shard_count]
+    config = {
+        "sources": weights,
+        "counts": counts,
+        "split": split,
+        "batch_size": batch_size,
+        "seed": seed,
+        "shuffle": shuffle,
+        "num_epochs": num_epochs,
+        "drop_remainder": drop_remainder,
+    }
+    return CorpusIterator(iter(ds.to_iter_dataset(READ_OPTIONS)), config)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamRecord:
+    """A record of the global stream and its index there (what a packed iterator's state keeps
+    of a carried example)."""
+
+    index: int
+    record: Record
+
+    def __repr__(self) -> str:  # names the example in the packer's errors
+        r = self.record
+        return f"#{self.index} ({r.source} {r.task} clip {r.clip!r}: {r.answer[:60]!r})"
+
+
+class PackedIterator:
+    """Packed batches of one shard of a packed global stream (see :func:`make_packed_iterator`).
+
+    Each ``next()`` is ``(batch_fn(rows), stats)``: ``rows`` this process's rows (lists of
+    Records), ``stats`` a dict of plain numbers for the trainer's metrics: ``examples`` and
+    ``positions`` (real positions) in this process's rows, ``efficiency`` (positions over its
+    rows × row_length), ``global_efficiency`` (the same over all rows of the global batch,
+    identical in every process), ``carried`` (examples carried over into the next batch).
+
+    The state is plain JSON, the same in every process: ``{"position": the index of the next
+    record of the global stream, "carry": [the global stream indices of the carried examples,
+    in order], "config": the pipeline's configuration}``; a carried record is read back by its
+    index (the stream is random access) and its length recomputed. Restoring a state saved under
+    another configuration is an error, as for :class:`CorpusIterator`; the shard is not part of
+    it, so a state restores onto any number of processes.
+    """
+
+    def __init__(
+        self,
+        stream: grain.MapDataset,
+        packer: FirstFit,
+        *,
+        shard: slice,
+        batch_fn: Callable[[list[list[Record]]], Any],
+        config: dict[str, Any],
+    ):
+        self._stream, self._packer, self._shard, self._batch_fn = stream, packer, shard, batch_fn
+        self._config = json.loads(json.dumps(config))  # the form it takes after a JSON round trip
+        self._position = 0
+        self._carry: list[Example[StreamRecord]] = []
+        self._reader: grain.DatasetIterator | None = None  # from self._position, made on demand
+
+    def __iter__(self) -> PackedIterator:
+        return self
+
+    def __next__(self) -> tuple[Any, dict[str, Any]]:
+        if self._reader is None:
+            self._reader = iter(self._stream[self._position :].to_iter_dataset(READ_OPTIONS))
+        packed = self._packer.pack(self._carry, self._reader)
+        if not any(packed.rows):  # only once a finite stream has ended and nothing is carried
+            raise StopIteration
+        self._position += packed.pulled
+        self._carry = packed.carry
+        lengths = packed.row_lengths()
+        mine = lengths[self._shard]
+        positions = sum(map(sum, mine))
+        stats = {
+            "examples": sum(map(len, mine)),
+            "positions": positions,
+            "efficiency": efficiency(mine, self._packer.row_length),
+            "global_efficiency": efficiency(lengths, self._packer.row_length),
+            "carried": len(packed.carry),
+        }
+        rows = [[e.key.record for e in row] for row in packed.rows[self._shard]]
+        return self._batch_fn(rows), stats
+
+    def get_state(self) -> dict[str, Any]:
+        return {
+            "position": self._position,
+            "carry": [e.key.index for e in self._carry],
+            "config": self._config,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if state.get("config") != self._config:
+            raise ValueError(
+                f"iterator state was saved with config {state.get('config')}, "
+                f"this pipeline is {self._config}"
+            )
+        self.close()
+        self._position = int(state["position"])
+        self._carry = [self._stream[int(i)] for i in state["carry"]]
+
+    def close(self) -> None:
+        """Stop reading ahead (the next ``next()`` starts again from the current position)."""
+        if self._reader is not None:
+            close = getattr(self._reader, "close", None)
+            if close is not None:
+                close()
+            self._reader = None
+
+
+def make_packed_iterator(
+    corpus_dir: str | Path,
+    *,
+    sources: Mapping[str, float],
+    split: str,
+    rows: int,
+    row_length: int,
+    max_per_row: int,
+    length_fn: Callable[[Record], int],
+    batch_fn: Callable[[list[list[Record]]], Any] = list,
+    seed: int,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    lookahead: int = 64,
+) -> PackedIterator:
+    """An iterator of (this shard of) packed batches: ``rows`` rows of ``row_length`` positions,
+    several examples per row, none split (:mod:`mats_jax.data.packing`'s first-fit rule).
+
+    The records come from the same global stream as :func:`make_iterator`'s (same sources,
+    weights, seed, shuffling and epochs). Packing happens on the *global* stream: every process
+    reads the whole record stream (and computes every length), packs it identically, and keeps
+    rows ``[i·r, (i+1)·r)`` of every packed batch, r = ``rows / shard_count``, i =
+    ``shard_index``. So the packing, and the state, do not depend on the number of processes:
+    two processes produce exactly the rows of one, and a state restores onto any number of
+    them. With finite epochs the stream ends as in :func:`make_iterator`; the last batches hold
+    what is left and may have empty rows.
+
+    Args:
+      corpus_dir, sources, split, seed, shuffle, num_epochs: as for :func:`make_iterator`.
+      rows: rows per global batch, over all shards (a positive multiple of ``shard_count``).
+      row_length: positions per row; max_per_row: examples per row at most.
+      length_fn: an example's positions (e.g. its tokens, prompt included); runs in grain's
+        reader threads, so it must be thread-safe, and it must be the same function when a
+        state is restored (it is not part of the state's configuration). A length over
+        ``row_length`` is a ValueError naming the example: cut examples to fit first.
+      batch_fn: turns this process's rows (a list of lists of Records; a row may be empty only
+        at the end of a finite stream) into what the trainer consumes; runs in the caller's
+        thread, on ``next()``.
+      lookahead: how many consecutive examples that fit no row end a batch (the carry is also
+        capped at ``rows`` examples, which ends a batch first when ``lookahead`` >= ``rows``).
+    """
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index {shard_index} is not in [0, {shard_count})")
+    if rows < 1 or rows % shard_count:
+        raise ValueError(f"rows {rows} must be a positive multiple of shard_count {shard_count}")
+    packer = FirstFit(
+        rows=rows, row_length=row_length, max_per_row=max_per_row, lookahead=lookahead
+    )
+    ds, weights, counts = _mixture(
+        corpus_dir, sources=sources, split=split, seed=seed, shuffle=shuffle, num_epochs=num_epochs
+    )
+
+    def example(index: int, raw: bytes) -> Example[StreamRecord]:
+        record = Record.from_json(raw)
+        return Example(StreamRecord(index, record), int(length_fn(record)))
+
+    local = rows // shard_count
+    config = {
+        "sources": weights,
+        "counts": counts,
+        "split": split,
+        "seed": seed,
+        "shuffle": shuffle,
+        "num_epochs": num_epochs,
+        "packing": dataclasses.asdict(packer) | {"rule": "first_fit"},
+    }
+    return PackedIterator(
+        ds.map_with_index(example),
+        packer,
+        shard=slice(shard_index * local, (shard_index + 1) * local),
+        batch_fn=batch_fn,
+        config=config,
+    )
+
+
+def _mixture(
+    corpus_dir: str | Path,
+    *,
+    sources: Mapping[str, float],
+    split: str,
+    seed: int,
+    shuffle: bool,
+    num_epochs: int | None,
+) -> tuple[grain.MapDataset, dict[str, float], dict[str, int]]:
+    """The global record stream (raw records, see module doc), the normalised weights (sorted by
+    source) and each source's record count."""
     if any(w < 0 for w in sources.values()):
         raise ValueError(f"negative mixing weight in {dict(sources)}")
     weights = {name: float(w) for name, w in sources.items() if w > 0}
@@ -149,25 +365,7 @@ def make_iterator(
             ds = ds.shuffle(seed=_source_seed(seed, name))
         parts.append(ds.repeat(num_epochs))
     ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, list(weights.values()))
-    if drop_remainder and num_epochs is not None:
-        ds = ds[: len(ds) // batch_size * batch_size]
-    # shard i of global batch k is local batch k·count + i: batching is lazy, so a process
-    # reads the records of its own shards only
-    ds = ds.batch(
-        batch_size // shard_count, batch_fn=lambda raw: batch_fn([Record.from_json(r) for r in raw])
-    )
-    ds = ds[shard_index::shard_count]
-    config = {
-        "sources": weights,
-        "counts": counts,
-        "split": split,
-        "batch_size": batch_size,
-        "seed": seed,
-        "shuffle": shuffle,
-        "num_epochs": num_epochs,
-        "drop_remainder": drop_remainder,
-    }
-    return CorpusIterator(iter(ds.to_iter_dataset(READ_OPTIONS)), config)
+    return ds, weights, counts
 
 
 def first_records(corpus_dir: str | Path, *, source: str, split: str, count: int) -> list[Record]:

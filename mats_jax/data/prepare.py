@@ -15,7 +15,9 @@ write them ourselves instead of through a TFDS builder because that needs no bui
 corpus and no TFDS metadata, and streams any number of rows in constant memory.
 
 The output appears atomically: everything is written to a temporary sibling directory that is
-renamed to ``OUT`` only when complete.
+renamed to ``OUT`` only when complete. An existing ``OUT`` is replaced only when it is a prepared
+corpus and ``--overwrite`` is given; any other folder is refused, with or without it, before any
+input is read.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from mats_jax.data import sources as sources_lib
 from mats_jax.data.records import FIELDS, MANIFEST, SCHEMA_VERSION
 from mats_jax.data.rows import Rows, read_csv, read_jsonl
 from mats_jax.runtime import distributed
-from mats_jax.runtime.fileio import atomic_directory
+from mats_jax.runtime.fileio import atomic_directory, check_directory
 
 WRITER_OPTIONS = "group_size:1"
+COMMAND = "data.prepare"  # the marker of the corpus folders `prepare` writes
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +51,33 @@ def prepare(
     """Writes ``inputs`` (pairs of split name and Records) as a corpus at ``out``; returns its
     manifest.
 
-    Raises FileExistsError if ``out`` exists and ``overwrite`` is false, and ValueError if no
-    input yields a record.
+    Raises FileExistsError (before reading any input) if ``out`` exists and is not empty, unless
+    it is a prepared corpus and ``overwrite`` is true, and ValueError if no input yields a
+    record.
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, **_output(overwrite)) as tmp:
         manifest = _write(tmp, inputs)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def check_out(out: str | Path, *, overwrite: bool = False) -> None:
+    """Raises FileExistsError unless ``prepare`` may write ``out`` (see ``prepare``)."""
+    check_directory(out, **_output(overwrite))
+
+
+def is_prepared_corpus(folder: Path) -> bool:
+    """Whether ``folder`` holds a corpus manifest (one prepared before outputs were marked)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == "array_record"
+
+
+def _output(overwrite: bool) -> dict:
+    return dict(command=COMMAND, overwrite=overwrite, recognise=is_prepared_corpus)
 
 
 def _write(directory: Path, inputs: Sequence[tuple[str, Rows]]) -> dict:
@@ -172,13 +192,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="add the corpus shipped in mats_jax/data/corpus",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT if it is a prepared corpus (any other folder is never replaced)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
 
     if not (args.sources or args.jsonl or args.csv or args.default_corpus):
         parser.error("nothing to prepare: give --sources, --jsonl, --csv or --default-corpus")
     try:
+        check_out(args.out, overwrite=args.overwrite)
         inputs = real_inputs([n for n in args.sources.split(",") if n], args.data_root)
         inputs += [user_input(spec) for spec in args.jsonl] + [
             user_input(spec, csv=True) for spec in args.csv

@@ -1,6 +1,7 @@
 """An evaluation's outputs: report.json, report.md, predictions.jsonl and, for classification,
-confusion.png — written into a temporary folder that replaces the output folder only when
-complete.
+confusion.png — written into a temporary folder that becomes the output folder only when
+complete. An existing folder is replaced only when it is a previous evaluation's (its marker
+says so) and overwrite is true (`mats_jax.runtime.fileio.atomic_directory`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from mats_jax.runtime.fileio import atomic_directory
+from mats_jax.runtime.fileio import atomic_directory, check_directory
+
+COMMAND = "evaluate"  # the marker of the folders `write` makes
 
 RANDOM_CLAP_NOTE = (
     "CLAP weights are RANDOM (no CLAP checkpoint was given): the model cannot hear "
@@ -57,13 +60,20 @@ def confusion_plot(confusion: np.ndarray, classes: Sequence[str], path: Path, ti
     plt.close(figure)
 
 
+def check_out(out: Path, *, overwrite: bool = False) -> None:
+    """Raises OutputExistsError unless `write` may write `out`: call it before the work."""
+    check_directory(out, command=COMMAND, overwrite=overwrite)
+
+
 def write(
     out: Path,
     report: dict[str, Any],
     predictions: list[dict[str, Any]],
     confusion: tuple[np.ndarray, Sequence[str]] | None = None,
+    *,
+    overwrite: bool = False,
 ) -> None:
-    with atomic_directory(out) as folder:
+    with atomic_directory(out, command=COMMAND, overwrite=overwrite) as folder:
         (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (folder / "report.md").write_text(markdown(report))
         (folder / "predictions.jsonl").write_text(

@@ -14,7 +14,7 @@ from flax import nnx
 
 from mats_jax.config import MATSConfig
 from mats_jax.mats.mapper import Projector, build_mapper
-from mats_jax.mats.prompt import InferenceBatch, TrainingBatch
+from mats_jax.mats.prompt import InferenceBatch, PackedBatch, TrainingBatch
 from mats_jax.models.decoder import DecoderLM
 from mats_jax.models.layers import l2_normalize
 from mats_jax.models.lora import add_lora
@@ -79,6 +79,47 @@ class MATS(nnx.Module):
         # position t predicts token t+1: the tail is predicted from one position earlier
         logits = self.llm.logits(hidden[:, start - 1 : -1])
         return next_token_loss(logits, batch.tail, batch.loss_mask)
+
+    def packed_hidden_states(
+        self, clap_embedding: jax.Array, batch: PackedBatch, noise_key: jax.Array | None
+    ) -> jax.Array:
+        """Final hidden states [R, T, D] of packed rows (`PromptBuilder.packed_batch`, fields as
+        jax arrays): each example computed as if alone (segment mask, positions from 0).
+
+        clap_embedding [R, M, clap_dim] follows `batch.examples`; empty slots (zeros, or
+        anything) are replaced by zeros, mapped like any row and never gathered, so they give
+        neither NaN nor gradient. Noise is injected per example embedding when a key is given.
+        """
+        rows, slots, clap_dim = clap_embedding.shape
+        in_use = batch.examples.astype(bool).reshape(rows * slots, 1)
+        clap = jnp.where(in_use, clap_embedding.reshape(rows * slots, clap_dim), 0.0)
+        if noise_key is not None:
+            clap = inject_noise(clap, self.config.noise_variance, noise_key)
+        prefix = self.prefix(clap)  # [R*M, P, D]
+        prefix = prefix.reshape(rows, slots * prefix.shape[1], prefix.shape[-1])
+        slot = batch.prefix_slot
+        # gather along each row's own slots (rows stay where a batch sharding puts them)
+        gathered = jnp.take_along_axis(prefix, jnp.maximum(slot, 0)[..., None], axis=1)
+        x = jnp.where((slot >= 0)[..., None], gathered, self.llm.embed(batch.tokens))
+        hidden, _ = self.llm.hidden_states(
+            embeddings=x,
+            attention_mask=batch.segments != 0,
+            positions=batch.positions,
+            segment_ids=batch.segments,
+        )
+        return hidden
+
+    def packed_loss(
+        self, clap_embedding: jax.Array, batch: PackedBatch, noise_key: jax.Array | None
+    ) -> tuple[jax.Array, jax.Array]:
+        """`loss` for packed rows: the same token-weighted next-token loss on answer + EOS as
+        the examples give unpacked; arguments as `packed_hidden_states`."""
+        hidden = self.packed_hidden_states(clap_embedding, batch, noise_key)
+        # position t predicts token t + 1 of its own example: a rolled target, no logits slice
+        # (a target's previous position is always in its example: its prompt or prefix)
+        targets = jnp.roll(batch.tokens, -1, axis=1)
+        mask = jnp.roll(batch.loss_mask, -1, axis=1).at[:, -1].set(False)
+        return next_token_loss(self.llm.logits(hidden), targets, mask)
 
     def prompt_embeddings(
         self, clap_embedding: jax.Array, batch: InferenceBatch

@@ -7,6 +7,14 @@
 The part before the audio is the same for every example, so it is a shared `head` and the audio
 always sits at the same positions; everything after it (the `tail`) varies and is padded. Text
 parts are tokenised without special tokens. The loss covers the answer and its EOS only.
+
+Two layouts share one tokenisation (`PromptBuilder.example`):
+
+- unpacked (`training_batch`, the reference): one example per row, the tail right-padded to
+  `tail_length`;
+- packed (`packed_batch`): several examples back to back in rows of one static length, each with
+  its own head, prefix and tail, told apart by segment ids (attention never crosses them) and
+  with positions restarting at 0, so every example sees exactly what it sees unpacked.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import flax.struct
 import numpy as np
 
 HEAD_TEXT = "USER: <Speech>"
@@ -25,7 +34,7 @@ def tail_text(instruction: str, tag: str = "") -> str:
     return " ".join(part for part in ("</Speech>", tag, instruction) if part) + "\nASSISTANT:"
 
 
-@dataclasses.dataclass(frozen=True)
+@flax.struct.dataclass
 class TrainingBatch:
     """Arrays for one training batch (numpy, ready to shard).
 
@@ -40,7 +49,7 @@ class TrainingBatch:
     loss_mask: np.ndarray
 
 
-@dataclasses.dataclass(frozen=True)
+@flax.struct.dataclass
 class InferenceBatch:
     """head [H] shared; tail [B, L] left-padded (so generation continues from aligned ends)."""
 
@@ -49,13 +58,52 @@ class InferenceBatch:
     tail_mask: np.ndarray
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Example:
+    """One tokenised training example: tail [n] int32 = prompt ids, answer ids (cut), EOS;
+    tail[answer_start:] are the targets (answer and EOS)."""
+
+    tail: np.ndarray
+    answer_start: int
+
+
+@flax.struct.dataclass
+class PackedBatch:
+    """R rows of length T holding at most M examples each (numpy, ready to shard).
+
+    tokens [R, T] int32: ids (pad at prefix and padding positions). segments [R, T] int32: 1..k
+    for the row's examples in order, 0 at padding. positions [R, T] int32: position inside the
+    example (0 at padding). prefix_slot [R, T] int32: e * prefix_length + p at prefix position p
+    of the row's e-th example (0-based), -1 elsewhere. loss_mask [R, T] bool: the position's
+    token is a target (answer and EOS), predicted by the position before it. examples [R, M]
+    bool: which example slots of the row are in use (CLAP rows [R, M] follow the same slots).
+    """
+
+    tokens: np.ndarray
+    segments: np.ndarray
+    positions: np.ndarray
+    prefix_slot: np.ndarray
+    loss_mask: np.ndarray
+    examples: np.ndarray
+
+
 class PromptBuilder:
     """Tokenises MATS prompts for a given LLM tokenizer (transformers API)."""
 
-    def __init__(self, tokenizer, *, tail_length: int, max_answer_tokens: int = MAX_ANSWER_TOKENS):
+    def __init__(
+        self,
+        tokenizer,
+        *,
+        tail_length: int,
+        max_answer_tokens: int = MAX_ANSWER_TOKENS,
+        prefix_length: int = 0,
+    ):
+        """prefix_length: the number of audio embeddings per example (the mapper's), needed only
+        by the packed layout; 0 = unknown."""
         self.tokenizer = tokenizer
         self.tail_length = tail_length
         self.max_answer_tokens = max_answer_tokens
+        self.prefix_length = prefix_length
         self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos
         if self.bos is None or self.eos is None:
@@ -64,6 +112,20 @@ class PromptBuilder:
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def example(self, instruction: str, tag: str, answer: str) -> Example:
+        """The tail of one training example: prompt ids, the answer cut to `max_answer_tokens`
+        and to what fits in `tail_length` (EOS kept), EOS; a prompt that leaves no room for the
+        EOS is a ValueError."""
+        prompt = self._ids(tail_text(instruction, tag))
+        room = min(self.max_answer_tokens, self.tail_length - len(prompt) - 1)
+        if room < 0:
+            raise ValueError(
+                f"the prompt alone takes {len(prompt)} tokens, "
+                f"tail_length is {self.tail_length}: {instruction!r}"
+            )
+        ids = prompt + self._ids(answer)[:room] + [self.eos]
+        return Example(np.asarray(ids, np.int32), len(prompt))
 
     def training_batch(
         self, instructions: Sequence[str], tags: Sequence[str], answers: Sequence[str]
@@ -75,18 +137,65 @@ class PromptBuilder:
         tail_mask = np.zeros((n, self.tail_length), bool)
         loss_mask = np.zeros((n, self.tail_length), bool)
         for i, (instruction, tag, answer) in enumerate(zip(instructions, tags, answers)):
-            prompt = self._ids(tail_text(instruction, tag))
-            room = min(self.max_answer_tokens, self.tail_length - len(prompt) - 1)
-            if room < 0:
-                raise ValueError(
-                    f"example {i}: the prompt alone takes {len(prompt)} tokens, "
-                    f"tail_length is {self.tail_length}: {instruction!r}"
-                )
-            ids = prompt + self._ids(answer)[:room] + [self.eos]
-            tail[i, : len(ids)] = ids
-            tail_mask[i, : len(ids)] = True
-            loss_mask[i, len(prompt) : len(ids)] = True
+            try:
+                example = self.example(instruction, tag, answer)
+            except ValueError as error:
+                raise ValueError(f"example {i}: {error}") from None
+            n_ids = len(example.tail)
+            tail[i, :n_ids] = example.tail
+            tail_mask[i, :n_ids] = True
+            loss_mask[i, example.answer_start : n_ids] = True
         return TrainingBatch(self.head, tail, tail_mask, loss_mask)
+
+    def _packed_prefix_length(self) -> int:
+        if self.prefix_length <= 0:
+            raise ValueError(
+                "the packed layout needs the prefix length: build the PromptBuilder with "
+                "prefix_length=<the mapper's prefix_length>"
+            )
+        return self.prefix_length
+
+    def example_length(self, example: Example) -> int:
+        """Positions one example takes in a packed row: head, prefix, tail."""
+        return len(self.head) + self._packed_prefix_length() + len(example.tail)
+
+    def packed_batch(
+        self, rows: Sequence[Sequence[Example]], *, row_length: int, max_per_row: int
+    ) -> PackedBatch:
+        """Each row's examples back to back from position 0 (head, prefix, tail each), the rest
+        padding. An example that does not fit its row, or more than `max_per_row` examples in a
+        row, is a ValueError naming the row."""
+        prefix_length = self._packed_prefix_length()
+        shape = (len(rows), row_length)
+        tokens = np.full(shape, self.pad, np.int32)
+        segments = np.zeros(shape, np.int32)
+        positions = np.zeros(shape, np.int32)
+        prefix_slot = np.full(shape, -1, np.int32)
+        loss_mask = np.zeros(shape, bool)
+        examples = np.zeros((len(rows), max_per_row), bool)
+        head = len(self.head)
+        for r, row in enumerate(rows):
+            if len(row) > max_per_row:
+                raise ValueError(f"row {r}: {len(row)} examples, max_per_row is {max_per_row}")
+            at = 0
+            for e, example in enumerate(row):
+                length = self.example_length(example)
+                if at + length > row_length:
+                    raise ValueError(
+                        f"row {r}: example {e} ({length} positions) does not fit: it would end at "
+                        f"{at + length}, row_length is {row_length}"
+                    )
+                span = slice(at, at + length)
+                tail_at = at + head + prefix_length
+                tokens[r, at : at + head] = self.head
+                tokens[r, tail_at : at + length] = example.tail
+                segments[r, span] = e + 1
+                positions[r, span] = np.arange(length)
+                prefix_slot[r, at + head : tail_at] = e * prefix_length + np.arange(prefix_length)
+                loss_mask[r, tail_at + example.answer_start : at + length] = True
+                examples[r, e] = True
+                at += length
+        return PackedBatch(tokens, segments, positions, prefix_slot, loss_mask, examples)
 
     def inference_batch(self, instructions: Sequence[str], tags: Sequence[str]) -> InferenceBatch:
         prompts = [

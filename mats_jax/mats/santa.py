@@ -29,9 +29,10 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from mats_jax.models.layers import l2_normalize
-from mats_jax.runtime.fileio import atomic_directory
+from mats_jax.runtime.fileio import MARKER, atomic_directory, check_directory
 
 ARRAYS, INFO = "bank.npz", "bank.json"
+BANK_COMMAND = "memory_bank"  # the marker of the folders `MemoryBank.save` writes
 VARIANTS = ("original", "paper")
 
 
@@ -97,9 +98,13 @@ class MemoryBank:
     members: jax.Array
     counts: jax.Array
 
-    def save(self, folder: str | Path, info: Mapping[str, Any] | None = None) -> None:
-        """Writes `bank.npz` and `bank.json` (shapes + `info`); the folder appears atomically."""
-        with atomic_directory(folder) as tmp:
+    def save(
+        self, folder: str | Path, info: Mapping[str, Any] | None = None, *, overwrite: bool = False
+    ) -> None:
+        """Writes `bank.npz` and `bank.json` (shapes + `info`); the folder appears atomically.
+        An existing bank is replaced only with `overwrite`; any other folder never is (see
+        `check_bank_folder`)."""
+        with atomic_directory(folder, **_bank_output(overwrite)) as tmp:
             arrays = {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)}
             np.savez(tmp / ARRAYS, **arrays)
             meta = {"shapes": {name: list(a.shape) for name, a in arrays.items()}, **(info or {})}
@@ -114,6 +119,27 @@ class MemoryBank:
             )
         with np.load(path) as data:
             return cls(**{f.name: jnp.asarray(data[f.name]) for f in dataclasses.fields(cls)})
+
+
+def check_bank_folder(folder: str | Path, *, overwrite: bool = False) -> None:
+    """Raises FileExistsError unless `MemoryBank.save` may write `folder`: free, empty, or (with
+    overwrite) a bank saved before."""
+    check_directory(folder, **_bank_output(overwrite))
+
+
+def is_bank_folder(folder: Path) -> bool:
+    """Whether `folder` holds a bank and nothing else (one saved before outputs were marked)."""
+    names = {p.name for p in folder.iterdir()} - {MARKER}
+    return ARRAYS in names and names <= {ARRAYS, INFO}
+
+
+def _bank_output(overwrite: bool) -> dict:
+    return dict(
+        command=BANK_COMMAND,
+        overwrite=overwrite,
+        recognise=is_bank_folder,
+        hint="move it away or choose another --workdir",
+    )
 
 
 def member_table(assignments: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -41,6 +41,7 @@ class DecoderLM(nnx.Module):
         key_mask: jax.Array,
         cache: KVCache | None,
         cache_index: jax.Array | int,
+        segment_ids: jax.Array | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         raise NotImplementedError
 
@@ -79,12 +80,18 @@ class DecoderLM(nnx.Module):
         positions: jax.Array | None = None,
         cache: KVCache | None = None,
         cache_index: jax.Array | int = 0,
+        segment_ids: jax.Array | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """Final (normed) hidden states [B, T, D] and the updated cache.
 
         attention_mask: [B, S] real-token mask over the cache slots (S = cache length), or over
         this call's tokens without a cache. positions default to cache_index + arange(T).
+        segment_ids: [B, T] for packed sequences (no cache): a token attends only to earlier
+        tokens of its own nonzero segment (0 = padding); pass positions restarting at 0 in each
+        segment so that each example is computed as if it were alone.
         """
+        if segment_ids is not None and cache is not None:
+            raise ValueError("segment_ids are for packed sequences without a cache")
         if (tokens is None) == (embeddings is None):
             raise ValueError("pass exactly one of tokens or embeddings")
         x = self.embed(tokens) if embeddings is None else embeddings.astype(self.dtype)
@@ -94,7 +101,7 @@ class DecoderLM(nnx.Module):
             attention_mask = jnp.ones((batch, width), jnp.bool_)
         if positions is None:
             positions = jnp.broadcast_to(cache_index + jnp.arange(length), (batch, length))
-        return self._blocks(x, positions, attention_mask, cache, cache_index)
+        return self._blocks(x, positions, attention_mask, cache, cache_index, segment_ids)
 
     def __call__(
         self, tokens: jax.Array | None = None, **kwargs

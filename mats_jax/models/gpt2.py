@@ -64,11 +64,17 @@ class GPT2Attention(nnx.Module):
         self.c_attn = Linear(d, 3 * d, axes=("embed", "qkv"), **kw)
         self.c_proj = Linear(d, d, axes=("q_heads", "embed"), **kw)
 
-    def __call__(self, x, key_mask, cache, cache_index):
+    def __call__(self, x, key_mask, cache, cache_index, segment_ids=None):
         b, t, d = x.shape
         q, k, v = jnp.split(self.c_attn(x).reshape(b, t, 3 * self.num_heads, -1), 3, axis=2)
         out, cache = attend_with_cache(
-            q, k, v, key_mask=key_mask, cache=cache, cache_index=cache_index
+            q,
+            k,
+            v,
+            key_mask=key_mask,
+            cache=cache,
+            cache_index=cache_index,
+            segment_ids=segment_ids,
         )
         return self.c_proj(out.reshape(b, t, d)), cache
 
@@ -92,8 +98,8 @@ class GPT2Block(nnx.Module):
         self.ln_2 = LayerNorm(config.n_embd, **kw)
         self.mlp = GPT2MLP(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
-    def __call__(self, x, key_mask, cache, cache_index):
-        attn, cache = self.attn(self.ln_1(x), key_mask, cache, cache_index)
+    def __call__(self, x, key_mask, cache, cache_index, segment_ids=None):
+        attn, cache = self.attn(self.ln_1(x), key_mask, cache, cache_index, segment_ids)
         x = x + attn
         return x + self.mlp(self.ln_2(x)), cache
 
@@ -123,8 +129,10 @@ class GPT2(DecoderLM):
         c = self.config
         return c.n_layer, c.n_head, c.n_embd // c.n_head
 
-    def _blocks(self, x, positions, key_mask, cache, cache_index):
+    def _blocks(self, x, positions, key_mask, cache, cache_index, segment_ids=None):
         x, cache = self.run_layers(
-            x + self.wpe(positions), cache, lambda layer, h, c: layer(h, key_mask, c, cache_index)
+            x + self.wpe(positions),
+            cache,
+            lambda layer, h, c: layer(h, key_mask, c, cache_index, segment_ids),
         )
         return self.ln_f(x), cache

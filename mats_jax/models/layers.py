@@ -280,13 +280,18 @@ def attend_with_cache(
     key_mask: jax.Array,
     cache: tuple[jax.Array, jax.Array] | None,
     cache_index: jax.Array | int,
+    segment_ids: jax.Array | None = None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """Causal attention over this call's keys, written into `cache` at `cache_index` if given.
 
     key_mask [B, S] marks slots holding real tokens (S = cache length, or T without a cache).
     Query t sits in slot cache_index + t and sees slots up to its own.
+    segment_ids [B, T] (packed sequences, no cache): a query also sees only keys of its own
+    nonzero segment; segment 0 (padding) sees nothing.
     """
     t = q.shape[1]
+    if segment_ids is not None and cache is not None:
+        raise ValueError("segment_ids are for packed sequences without a cache")
     if cache is not None:
         k_cache, v_cache = cache
         k = jax.lax.dynamic_update_slice_in_dim(
@@ -299,6 +304,9 @@ def attend_with_cache(
     query_slot = cache_index + jnp.arange(t)
     causal = jnp.arange(k.shape[1])[None, :] <= query_slot[:, None]
     mask = causal[None] & key_mask[:, None, :].astype(bool)
+    if segment_ids is not None:
+        same = segment_ids[:, :, None] == segment_ids[:, None, :]
+        mask = mask & same & (segment_ids != 0)[:, :, None]
     return attention(q, k.astype(q.dtype), v.astype(q.dtype), mask), cache
 
 

@@ -130,14 +130,20 @@ class LlamaAttention(nnx.Module):
         self.v_proj = Linear(d, self.num_kv_heads * h, axes=("embed", "kv_heads"), **kw)
         self.o_proj = Linear(self.num_heads * h, d, axes=("q_heads", "embed"), **kw)
 
-    def __call__(self, x, positions, inv_freq, key_mask, cache, cache_index):
+    def __call__(self, x, positions, inv_freq, key_mask, cache, cache_index, segment_ids=None):
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
         k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
         out, cache = attend_with_cache(
-            q, k, v, key_mask=key_mask, cache=cache, cache_index=cache_index
+            q,
+            k,
+            v,
+            key_mask=key_mask,
+            cache=cache,
+            cache_index=cache_index,
+            segment_ids=segment_ids,
         )
         return self.o_proj(out.reshape(b, t, -1)), cache
 
@@ -162,9 +168,9 @@ class LlamaDecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, **kw)
         self.mlp = LlamaMLP(config, rngs=rngs, **kw)
 
-    def __call__(self, x, positions, inv_freq, key_mask, cache, cache_index):
+    def __call__(self, x, positions, inv_freq, key_mask, cache, cache_index, segment_ids=None):
         attn, cache = self.self_attn(
-            self.input_layernorm(x), positions, inv_freq, key_mask, cache, cache_index
+            self.input_layernorm(x), positions, inv_freq, key_mask, cache, cache_index, segment_ids
         )
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), cache
@@ -204,9 +210,13 @@ class Llama(DecoderLM):
         c = self.config
         return c.num_hidden_layers, c.num_key_value_heads, c.head_size
 
-    def _blocks(self, x, positions, key_mask, cache, cache_index):
+    def _blocks(self, x, positions, key_mask, cache, cache_index, segment_ids=None):
         inv_freq = rope_frequencies(self.config)
         x, cache = self.run_layers(
-            x, cache, lambda layer, h, c: layer(h, positions, inv_freq, key_mask, c, cache_index)
+            x,
+            cache,
+            lambda layer, h, c: layer(
+                h, positions, inv_freq, key_mask, c, cache_index, segment_ids
+            ),
         )
         return self.norm(x), cache

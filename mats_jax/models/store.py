@@ -23,6 +23,8 @@ from mats_jax.runtime.fileio import ModelFileError, atomic_directory
 METADATA_FILE = "mats_jax.json"
 PARAMS_DIR = "params"
 TOKENIZER_DIR = "tokenizer"
+# what a folder written by `save_model` is marked as when the caller names no command
+SAVE_COMMAND = "save_model"
 
 
 def save_model(
@@ -31,11 +33,16 @@ def save_model(
     config: Mapping[str, Any],
     params: Mapping[str, Any],
     tokenizer_dir: str | os.PathLike | None = None,
+    *,
+    command: str = SAVE_COMMAND,
+    overwrite: bool = False,
 ) -> None:
-    """Write the model folder atomically: it replaces `path` only once complete."""
+    """Write the model folder atomically, marked as the output of `command`: it appears only
+    once complete, and an existing `path` is replaced only if it is a previous output of
+    `command` and `overwrite` is true (see `mats_jax.runtime.fileio.atomic_directory`)."""
     tree = _unflatten({name: np.asarray(value) for name, value in params.items()})
     metadata = json.dumps({"family": family, "config": dict(config)}, indent=2, sort_keys=True)
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, command=command, overwrite=overwrite) as tmp:
         (tmp / METADATA_FILE).write_text(metadata + "\n")
         with ocp.StandardCheckpointer() as checkpointer:  # closing waits for the async save
             checkpointer.save(tmp.absolute() / PARAMS_DIR, tree)

@@ -19,7 +19,7 @@ import ml_collections
 from absl import app, flags, logging
 
 from mats_jax.runtime import distributed
-from mats_jax.runtime.errors import InputError
+from mats_jax.runtime.errors import InputError, RunError
 
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address",
@@ -63,9 +63,9 @@ INPUT_ERRORS = (InputError, FileNotFoundError, FileExistsError)
 def run(
     command: Callable[[ml_collections.ConfigDict, Path], object], config_flag, workdir_flag
 ) -> None:
-    """app.run `command(config, workdir)` in every process of the run; bad input (INPUT_ERRORS)
-    and a cluster that cannot form are reported as one line, exit status 2. Processes other
-    than 0 log only errors: process 0 speaks for the run."""
+    """app.run `command(config, workdir)` in every process of the run; bad input (INPUT_ERRORS),
+    a run that cannot go on (RunError) and a cluster that cannot form are reported as one line,
+    exit status 2. Processes other than 0 log only errors: process 0 speaks for the run."""
 
     def main(argv: list[str]) -> None:
         if not flags.FLAGS["verbosity"].present:  # orbax logs every file it writes at INFO
@@ -82,7 +82,7 @@ def run(
             if joined.method != "single" and not distributed.is_process_zero():
                 logging.set_verbosity(logging.ERROR)
             command(config_flag.value, Path(workdir_flag.value))
-        except (distributed.DistributedError, *INPUT_ERRORS) as e:
+        except (distributed.DistributedError, RunError, *INPUT_ERRORS) as e:
             fail(str(e))
 
     app.run(main, flags_parser=parse_flags)

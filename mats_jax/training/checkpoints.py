@@ -12,27 +12,47 @@ four devices restores onto one process and one device, or onto a pod.
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
 from mats_jax.data.pipeline import CorpusIterator
+from mats_jax.runtime import distributed
+from mats_jax.runtime.errors import RunError
+from mats_jax.runtime.fileio import ModelFileError
 
 
 class Checkpoints:
-    def __init__(self, directory: str | Path, *, keep: int):
+    """A run's checkpoints. A save is written under a temporary name and renamed into place when
+    complete, so a process killed mid-save leaves no checkpoint that looks whole (its temporary
+    folder is cleaned up by the next run); `restore_newest` steps back past a damaged one."""
+
+    def __init__(self, directory: str | Path, *, keep: int, writer: bool = False):
+        """writer: the one trainer of the run (it removes what a killed save left behind);
+        readers (listening, export) open the checkpoints read-only."""
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=True
+            max_to_keep=keep,
+            create=writer,
+            enable_async_checkpointing=True,
+            cleanup_tmp_directories=writer,
+            read_only=not writer,
         )
-        self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
+        self.directory = Path(directory).absolute()
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state, data_iterator: CorpusIterator | None = None) -> None:
-        """Start an async save of `state` (device arrays are copied first, so training goes on)."""
+        """Start an async save of `state` (device arrays are copied first, so training goes on);
+        a previous save that failed in the background is a RunError here."""
+        self._raise_if_a_save_failed()
         items = {"state": ocp.args.StandardSave(state)}
         if data_iterator is not None:
             items["data"] = ocp.args.JsonSave(data_iterator.get_state())
@@ -52,11 +72,63 @@ class Checkpoints:
             data_iterator.set_state(restored.data)
         return restored.state
 
+    def restore_newest(
+        self, target, data_iterator: CorpusIterator | None = None, *, damaged_to: Path | None = None
+    ) -> tuple[int | None, Any]:
+        """(step, state) of the newest checkpoint that restores (see `restore`), or (None,
+        target) when there is none. A checkpoint that cannot be restored (a truncated array
+        file, a missing item) is reported and skipped; with `damaged_to` it is also moved there,
+        so that the run can write that step again."""
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                return step, self.restore(step, target, data_iterator)
+            except Exception as e:  # orbax and tensorstore raise many types for a damaged file
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                print(
+                    f"warning: checkpoint {self.directory / str(step)} cannot be restored "
+                    f"({reason}); trying the one before it",
+                    file=sys.stderr,
+                )
+                if damaged_to is not None:
+                    if distributed.is_process_zero():
+                        damaged_to.mkdir(parents=True, exist_ok=True)
+                        os.rename(
+                            self.directory / str(step), damaged_to / f"{step}-{time.time_ns()}"
+                        )
+                    distributed.barrier("damaged checkpoint moved aside")
+                    self.manager.reload()
+        return None, target
+
     def restore_weights(
+        self, step: int | None, trainable: nnx.State, rngs: nnx.State
+    ) -> tuple[int, nnx.State, nnx.State]:
+        """(step, trainable, rngs) of the state at `step`, laid out like the given (abstract)
+        ones, and nothing else: no optimiser state is read, so no optimiser need exist. With
+        step None: the newest checkpoint that restores (a damaged one is reported and skipped)."""
+        if step is not None:
+            return (step, *self._restore_weights(step, trainable, rngs))
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        if not steps:
+            raise FileNotFoundError(f"{self.directory}: no checkpoint")
+        for step in steps:
+            try:
+                restored = self._restore_weights(step, trainable, rngs)
+            except Exception as e:  # orbax and tensorstore raise many types for a damaged file
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                print(
+                    f"warning: checkpoint {self.directory / str(step)} cannot be restored "
+                    f"({reason}); trying the one before it",
+                    file=sys.stderr,
+                )
+                continue
+            if step != steps[0]:
+                print(f"using checkpoint {self.directory / str(step)}", file=sys.stderr)
+            return (step, *restored)
+        raise ModelFileError(f"{self.directory}: no checkpoint could be restored")
+
+    def _restore_weights(
         self, step: int, trainable: nnx.State, rngs: nnx.State
     ) -> tuple[nnx.State, nnx.State]:
-        """(trainable, rngs) of the state at `step`, laid out like the given (abstract) ones,
-        and nothing else: no optimiser state is read, so no optimiser need exist."""
         target = {"trainable": trainable, "rngs": rngs}
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         args = ocp.args.PyTreeRestore(
@@ -69,6 +141,14 @@ class Checkpoints:
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
+        self._raise_if_a_save_failed()
+
+    def _raise_if_a_save_failed(self) -> None:
+        try:
+            self.manager.check_for_errors()
+        except Exception as e:  # whatever the storage raised: disk full, permissions, ...
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise RunError(f"{self.directory}: a checkpoint could not be written ({reason})") from e
 
     def close(self) -> None:
         self.manager.close()

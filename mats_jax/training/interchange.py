@@ -3,7 +3,8 @@
 `import_mats` turns an original MATS checkpoint into a workdir (what the trainer writes), so
 generation, evaluation and fine-tuning treat it like a run of ours; `export_mats` goes back, bit
 for bit, and `export_peft` writes the Hugging Face PEFT form (`python -m mats_jax.export`).
-Export reads only the trained weights: no LLM weights and no optimiser state are loaded.
+Import and export read only the trained weights: no LLM weights are loaded or made (the
+config's LLM architecture gives the shapes), and export reads no optimiser state.
 """
 
 from __future__ import annotations
@@ -15,28 +16,45 @@ import numpy as np
 from flax import nnx
 
 from mats_jax.config import json_text
-from mats_jax.convert.mats import mats_keymap, read_original, write_original, write_peft
-from mats_jax.mats.build import abstract_mats, build_mats, llm_architecture, llm_source
+from mats_jax.convert.mats import (
+    PEFT_COMMAND,
+    mats_keymap,
+    read_original,
+    write_original,
+    write_peft,
+)
+from mats_jax.mats.build import (
+    abstract_mats,
+    check_llm,
+    initial_rngs,
+    llm_architecture,
+    llm_source,
+)
 from mats_jax.mats.model import TRAINABLE
 from mats_jax.models.params import load_params
-from mats_jax.runtime.fileio import ModelFileError
+from mats_jax.runtime.fileio import ModelFileError, check_directory, check_file
 from mats_jax.training import optim, steps
 from mats_jax.training import workdir as workdirs
 
 
 def import_mats(source: str | Path, config: ml_collections.ConfigDict, workdir: str | Path) -> None:
     """Original MATS checkpoint -> a workdir (config.json + checkpoint 0) that
-    `Listener.from_workdir` and the trainer read. Every trainable parameter must be present.
+    `Listener.from_workdir` and the trainer read. Every trainable parameter must be present, at
+    the shapes of the config's LLM architecture (`llm_architecture`: a checkpoint's metadata, else
+    `llm.architecture`); the LLM's weights are neither read nor made. A given `llm.checkpoint`
+    must be of the declared architecture (`check_llm`), as generating will require.
     """
+    if config.llm.checkpoint:
+        check_llm(config)
     params = mats_keymap().to_flax(read_original(source), str(source))
-    model, _ = build_mats(config)
+    model = abstract_mats(config)  # shapes only: the trained arrays are loaded into it
     load_params(model, params, str(source), kind=TRAINABLE)
     tx, _ = optim.from_config(config.train)
-    state = steps.init_state(nnx.state(model, TRAINABLE), nnx.state(model, nnx.RngState), tx)
+    state = steps.init_state(nnx.state(model, TRAINABLE), initial_rngs(config), tx)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     workdirs.write_config(workdir, config)
-    checkpoints = workdirs.checkpoints(workdir, config)
+    checkpoints = workdirs.checkpoints(workdir, config, writer=True)
     checkpoints.save(0, state)
     checkpoints.wait()
     checkpoints.close()
@@ -58,14 +76,22 @@ def trainable_tensors(
     return mats_keymap().to_torch(arrays), config
 
 
-def export_mats(workdir: str | Path, out: str | Path, step: int | None = None) -> None:
-    """A workdir's trainable parameters -> an original-layout `{'model': state_dict}` .pth."""
-    write_original(trainable_tensors(workdir, step)[0], out)
+def export_mats(
+    workdir: str | Path, out: str | Path, step: int | None = None, *, overwrite: bool = False
+) -> None:
+    """A workdir's trainable parameters -> an original-layout `{'model': state_dict}` .pth. An
+    existing `out` is refused (before anything is read) unless it is a file and `overwrite`."""
+    check_file(out, overwrite=overwrite)
+    write_original(trainable_tensors(workdir, step)[0], out, overwrite=overwrite)
 
 
-def export_peft(workdir: str | Path, out: str | Path, step: int | None = None) -> None:
+def export_peft(
+    workdir: str | Path, out: str | Path, step: int | None = None, *, overwrite: bool = False
+) -> None:
     """A workdir -> a PEFT LoRA adapter folder, the mapper and projector in
-    `mapper.safetensors` (original keys), and the training `config.json`."""
+    `mapper.safetensors` (original keys), and the training `config.json`. An existing `out` is
+    refused (before anything is read) unless it is a previous PEFT export and `overwrite`."""
+    check_directory(out, command=PEFT_COMMAND, overwrite=overwrite)
     tensors, config = trainable_tensors(workdir, step)
     write_peft(
         tensors,
@@ -73,6 +99,8 @@ def export_peft(workdir: str | Path, out: str | Path, step: int | None = None) -
         str(llm_source(config)),
         out,
         extra_files={workdirs.CONFIG_FILE: json_text(config)},
+        command=PEFT_COMMAND,
+        overwrite=overwrite,
     )
 
 

@@ -12,8 +12,14 @@ from pathlib import Path
 import jax
 from tqdm import tqdm
 
+from mats_jax.runtime.fileio import atomic_file
+
 
 class MetricsWriter:
+    """A restarted run continues the logs of the run it resumes: lines and events past the
+    checkpoint it starts from (logged by the run that died before saving again) are dropped,
+    so every step appears once."""
+
     def __init__(self, workdir: Path, *, total_steps: int, initial_step: int):
         self.active = jax.process_index() == 0
         self.progress = tqdm(
@@ -26,8 +32,14 @@ class MetricsWriter:
         if self.active:
             from tensorboardX import SummaryWriter  # imported here: only process 0 writes
 
-            self.tensorboard = SummaryWriter(str(workdir / "tensorboard"))
-            self.jsonl = (workdir / "metrics.jsonl").open("a")
+            # purge_step: TensorBoard hides the earlier run's events from this step on
+            self.tensorboard = SummaryWriter(
+                str(workdir / "tensorboard"), purge_step=initial_step + 1
+            )
+            path = workdir / "metrics.jsonl"
+            if path.is_file():
+                _keep_up_to(path, initial_step)
+            self.jsonl = path.open("a")
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if not self.active:
@@ -57,6 +69,19 @@ class MetricsWriter:
         if self.active:
             self.tensorboard.close()
             self.jsonl.close()
+
+
+def _keep_up_to(path: Path, step: int) -> None:
+    """Rewrites metrics.jsonl without the lines of steps after `step` (and any torn last line)."""
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    with atomic_file(path, overwrite=True) as tmp:  # the run's own log
+        tmp.write_text("".join(f"{line}\n" for line in kept))
 
 
 class StepProfiler:

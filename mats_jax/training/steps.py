@@ -13,12 +13,13 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mats_jax.mats.model import MATS, TRAINABLE
-from mats_jax.mats.prompt import TrainingBatch
+from mats_jax.mats.prompt import PackedBatch, TrainingBatch
 from mats_jax.runtime.sharding import BATCH_AXES, Rules, state_shardings
 
 
@@ -34,30 +35,51 @@ class TrainState:
 class Batch:
     """Arrays of one optimiser step, split into micro-batches along axis 0 for accumulation.
 
-    head [H] (shared); tail, tail_mask, loss_mask [A, B, L]; clap [A, B, clap_dim].
+    inputs: a TrainingBatch (tail, tail_mask, loss_mask [A, B, L]; head [A, H], the same head
+    for every row) or a PackedBatch (every field [A, R, ...]: R rows of several examples).
+    clap: [A, B, clap_dim] unpacked, [A, R, M, clap_dim] packed (one row per example slot).
     """
 
-    head: jax.Array
-    tail: jax.Array
-    tail_mask: jax.Array
-    loss_mask: jax.Array
+    inputs: TrainingBatch | PackedBatch
     clap: jax.Array
 
     @classmethod
-    def from_micro_batches(cls, batches: list[TrainingBatch], clap: list) -> Batch:
-        stack = lambda name: jnp.stack([getattr(b, name) for b in batches])
-        return cls(
-            jnp.asarray(batches[0].head),
-            stack("tail"),
-            stack("tail_mask"),
-            stack("loss_mask"),
-            jnp.stack([jnp.asarray(c) for c in clap]),
-        )
+    def from_micro_batches(cls, batches: list[TrainingBatch | PackedBatch], clap: list) -> Batch:
+        return cls(jax.tree.map(lambda *xs: np.stack(xs), *batches), np.stack(clap))
 
-    def micro(self, i) -> tuple[TrainingBatch, jax.Array]:
-        return TrainingBatch(
-            self.head, self.tail[i], self.tail_mask[i], self.loss_mask[i]
-        ), self.clap[i]
+    def micro(self, i) -> tuple[TrainingBatch | PackedBatch, jax.Array]:
+        return jax.tree.map(lambda x: x[i], self.inputs), self.clap[i]
+
+    @property
+    def micro_batches(self) -> int:
+        return self.clap.shape[0]
+
+
+def micro_loss_and_counts(
+    model: MATS, inputs: TrainingBatch | PackedBatch, clap: jax.Array, noise_key: jax.Array | None
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """(mean loss over target tokens, counts) of one micro-batch, packed or not. counts:
+    `tokens` (targets), `examples`, and `real_positions` (positions that hold an example's
+    token or prefix embedding; the rest is padding computed for nothing)."""
+    if isinstance(inputs, PackedBatch):
+        loss, tokens = model.packed_loss(clap, inputs, noise_key)
+        examples = jnp.sum(inputs.examples, dtype=jnp.float32)
+        real = jnp.sum(inputs.segments > 0, dtype=jnp.float32)
+    else:
+        loss, tokens = model.loss(clap, inputs, noise_key)
+        rows = inputs.tail.shape[0]
+        examples = jnp.asarray(rows, jnp.float32)
+        fixed = inputs.head.shape[0] + model.config.mapper.prefix_length
+        real = rows * fixed + jnp.sum(inputs.tail_mask, dtype=jnp.float32)
+    return loss, {"tokens": tokens, "examples": examples, "real_positions": real}
+
+
+def computed_positions(inputs: TrainingBatch | PackedBatch, prefix_length: int) -> int:
+    """Positions one step computes (real or padding), from the shapes of a Batch's inputs."""
+    if isinstance(inputs, PackedBatch):
+        return int(np.prod(inputs.tokens.shape))
+    micro, rows, tail = inputs.tail.shape
+    return micro * rows * (inputs.head.shape[-1] + prefix_length + tail)
 
 
 def split(model: MATS) -> tuple[nnx.GraphDef, nnx.State, nnx.State, nnx.State]:
@@ -71,9 +93,12 @@ def init_state(
     return TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable), rngs)
 
 
-def batch_sharding(mesh: Mesh) -> Batch:
-    micro = NamedSharding(mesh, PartitionSpec(None, BATCH_AXES))
-    return Batch(NamedSharding(mesh, PartitionSpec()), micro, micro, micro, micro)
+def batch_sharding(mesh: Mesh, *, packed: bool) -> Batch:
+    """Rows split over the data axes, the shared head replicated."""
+    rows = NamedSharding(mesh, PartitionSpec(None, BATCH_AXES))
+    if packed:
+        return Batch(PackedBatch(rows, rows, rows, rows, rows, rows), rows)
+    return Batch(TrainingBatch(NamedSharding(mesh, PartitionSpec()), rows, rows, rows), rows)
 
 
 def state_sharding(state: TrainState, mesh: Mesh, rules: Rules) -> TrainState:
@@ -121,14 +146,16 @@ def make_train_step(
     """A jitted `step(state, frozen, batch) -> (state, metrics)`.
 
     The loss is the token-weighted mean over all micro-batches (so accumulation equals one big
-    batch exactly); the noise of each micro-batch is keyed by (seed, step, micro-batch).
+    batch exactly, packed or not); the noise of each micro-batch is keyed by (seed, step,
+    micro-batch). metrics: loss, grad_norm, learning_rate, and the step's global counts of
+    target tokens, examples and real positions (`micro_loss_and_counts`).
     """
 
-    def micro_loss(trainable, rngs, frozen, batch: TrainingBatch, clap, key):
+    def micro_loss(trainable, rngs, frozen, inputs, clap, key):
         # copy=True: fresh Variables at this trace level, so dropout may advance its RNG counts
         model = nnx.merge(graphdef, trainable, rngs, frozen, copy=True)
-        loss, count = model.loss(clap, batch, key)
-        return loss * count, (count, nnx.state(model, nnx.RngState))
+        loss, counts = micro_loss_and_counts(model, inputs, clap, key)
+        return loss * counts["tokens"], (counts, nnx.state(model, nnx.RngState))
 
     grad_fn = jax.value_and_grad(jax.checkpoint(micro_loss) if remat else micro_loss, has_aux=True)
 
@@ -136,25 +163,27 @@ def make_train_step(
         step_key = jax.random.fold_in(jax.random.key(seed), state.step)
 
         def accumulate(carry, i):
-            grads, total, count, rngs = carry
-            micro, clap = batch.micro(i)
+            grads, total, counts, rngs = carry
+            inputs, clap = batch.micro(i)
             (weighted, (n, rngs)), g = grad_fn(
-                state.trainable, rngs, frozen, micro, clap, jax.random.fold_in(step_key, i)
+                state.trainable, rngs, frozen, inputs, clap, jax.random.fold_in(step_key, i)
             )
-            return (jax.tree.map(jnp.add, grads, g), total + weighted, count + n, rngs), None
+            counts = jax.tree.map(jnp.add, counts, n)
+            return (jax.tree.map(jnp.add, grads, g), total + weighted, counts, rngs), None
 
         zeros = jax.tree.map(jnp.zeros_like, state.trainable)
-        init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), state.rngs)
-        (grads, total, count, rngs), _ = jax.lax.scan(
-            accumulate, init, jnp.arange(batch.tail.shape[0])
+        zero = jnp.zeros((), jnp.float32)
+        counts = {"tokens": zero, "examples": zero, "real_positions": zero}
+        (grads, total, counts, rngs), _ = jax.lax.scan(
+            accumulate, (zeros, zero, counts, state.rngs), jnp.arange(batch.micro_batches)
         )
-        scale = 1.0 / jnp.maximum(count, 1.0)
+        scale = 1.0 / jnp.maximum(counts["tokens"], 1.0)
         grads = jax.tree.map(lambda g: g * scale, grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
         metrics = {
             "loss": total * scale,
-            "tokens": count,
+            **counts,
             "grad_norm": optax.tree.norm(grads),
             "learning_rate": schedule(state.step),
         }
@@ -182,12 +211,13 @@ def make_eval_step(
         model.eval()
 
         def body(carry, i):
-            micro, clap = batch.micro(i)
-            loss, n = model.loss(clap, micro, None)
+            inputs, clap = batch.micro(i)
+            loss, counts = micro_loss_and_counts(model, inputs, clap, None)
+            n = counts["tokens"]
             return (carry[0] + loss * n, carry[1] + n), None
 
         zero = jnp.zeros((), jnp.float32)
-        (total, count), _ = jax.lax.scan(body, (zero, zero), jnp.arange(batch.tail.shape[0]))
+        (total, count), _ = jax.lax.scan(body, (zero, zero), jnp.arange(batch.micro_batches))
         return total, count
 
     return jax.jit(evaluate, in_shardings=(state_sharding, frozen_sharding, batch_sharding))

@@ -23,6 +23,7 @@ import soundfile as sf
 import torch
 
 from mats_jax.clap.audio import (
+    SUPPORTED_SUFFIXES,
     AudioError,
     audio_files,
     fit_length,
@@ -30,14 +31,22 @@ from mats_jax.clap.audio import (
     load_clip,
     read_audio,
 )
-from tests.support.paths import DATA_ROOT
+from tests.support.paths import DATA_ROOT, shared
 
 DATA = DATA_ROOT / "audio"
-ESC = sorted((DATA / "esc50").glob("*.wav"))
-MP3 = DATA / "bigsoundbank_ovos"
 TARGET = 7 * 44100
 
-pytestmark = pytest.mark.skipif(not ESC, reason="shared ESC-50 clips not present")
+
+@pytest.fixture(scope="module")
+def esc() -> list[Path]:
+    """The shared ESC-50 clips (5 s, 44.1 kHz mono), sorted by name."""
+    return sorted(shared(DATA / "esc50").glob("*.wav"))
+
+
+@pytest.fixture(scope="module")
+def mp3() -> Path:
+    """The shared folder of MP3 clips (BigSoundBank)."""
+    return shared(DATA / "bigsoundbank_ovos")
 
 
 @pytest.fixture
@@ -70,16 +79,16 @@ def _pcm(path: Path) -> np.ndarray:
     return sf.read(path, dtype="float32")[0]
 
 
-def test_short_mono_clip_is_tiled_like_msclap(msclap_load):
-    clip = load_clip(ESC[0])
+def test_short_mono_clip_is_tiled_like_msclap(msclap_load, esc):
+    clip = load_clip(esc[0])
     assert clip.dtype == np.float32 and clip.shape == (TARGET,)
-    np.testing.assert_array_equal(clip, msclap_load(ESC[0]))
-    x = _pcm(ESC[0])  # 5 s: x then its first 2 s
+    np.testing.assert_array_equal(clip, msclap_load(esc[0]))
+    x = _pcm(esc[0])  # 5 s: x then its first 2 s
     np.testing.assert_array_equal(clip, np.concatenate([x, x[: TARGET - x.size]]))
 
 
-def test_stereo_is_flattened_channel_after_channel(tmp_path, msclap_load):
-    left, right = _pcm(ESC[1])[:88200], _pcm(ESC[2])[:88200]  # 2 s each, 4 s flattened
+def test_stereo_is_flattened_channel_after_channel(tmp_path, msclap_load, esc):
+    left, right = _pcm(esc[1])[:88200], _pcm(esc[2])[:88200]  # 2 s each, 4 s flattened
     path = tmp_path / "stereo.wav"
     sf.write(path, np.stack([left, right], axis=1), 44100, subtype="PCM_16")
     clip = load_clip(path)
@@ -87,8 +96,8 @@ def test_stereo_is_flattened_channel_after_channel(tmp_path, msclap_load):
     np.testing.assert_array_equal(clip, msclap_load(path))
 
 
-def test_long_clip_random_crop_matches_msclap_and_is_seedable(tmp_path, msclap_load):
-    x = np.concatenate([_pcm(p) for p in ESC[3:6]])  # 15 s
+def test_long_clip_random_crop_matches_msclap_and_is_seedable(tmp_path, msclap_load, esc):
+    x = np.concatenate([_pcm(p) for p in esc[3:6]])  # 15 s
     path = tmp_path / "long.wav"
     sf.write(path, x, 44100, subtype="PCM_16")
     for seed in (0, 1, 12345):
@@ -100,8 +109,8 @@ def test_long_clip_random_crop_matches_msclap_and_is_seedable(tmp_path, msclap_l
     np.testing.assert_array_equal(load_clip(path, crop="center"), x[start : start + TARGET])
 
 
-def test_stereo_mp3_crop_matches_msclap(msclap_load):
-    path = MP3 / "duck.mp3"  # 44.1 kHz stereo, 6 s: 12 s once flattened, so cropped
+def test_stereo_mp3_crop_matches_msclap(msclap_load, mp3):
+    path = mp3 / "duck.mp3"  # 44.1 kHz stereo, 6 s: 12 s once flattened, so cropped
     random.seed(3)
     np.testing.assert_array_equal(load_clip(path, rng=random.Random(3)), msclap_load(path))
 
@@ -113,8 +122,8 @@ def test_crop_start_range_is_msclaps(rng):
     assert starts == {0, 1}
 
 
-def test_resampled_file_matches_librosa(tmp_path):
-    x = librosa.resample(_pcm(ESC[6]), orig_sr=44100, target_sr=22050, res_type="soxr_hq")
+def test_resampled_file_matches_librosa(tmp_path, esc):
+    x = librosa.resample(_pcm(esc[6]), orig_sr=44100, target_sr=22050, res_type="soxr_hq")
     path = tmp_path / "22k.wav"
     sf.write(path, x, 22050, subtype="FLOAT")
     up = librosa.resample(x, orig_sr=22050, target_sr=44100, res_type="soxr_hq")
@@ -122,8 +131,8 @@ def test_resampled_file_matches_librosa(tmp_path):
     np.testing.assert_array_equal(load_clip(path), np.tile(up, 2)[:TARGET])
 
 
-def test_mp3_decodes_and_resamples_to_exact_length():
-    path = MP3 / "owl.mp3"  # 48 kHz mono, 407,987 samples
+def test_mp3_decodes_and_resamples_to_exact_length(mp3):
+    path = mp3 / "owl.mp3"  # 48 kHz mono, 407,987 samples
     audio, rate = read_audio(path)
     assert rate == 48000 and audio.shape == (1, 407987)
     resampled, rate = read_audio(path, 44100)
@@ -134,8 +143,8 @@ def test_mp3_decodes_and_resamples_to_exact_length():
     assert np.isfinite(clip).all() and np.abs(clip).max() > 0.1
 
 
-def test_laion_settings():
-    assert load_clip(ESC[0], sample_rate=48000, duration=10.0).shape == (480000,)
+def test_laion_settings(esc):
+    assert load_clip(esc[0], sample_rate=48000, duration=10.0).shape == (480000,)
 
 
 def _bad_files(tmp_path: Path) -> list[tuple[Path, str]]:
@@ -167,18 +176,18 @@ def test_bad_files_raise_one_line_audio_error_naming_the_file(tmp_path):
         assert str(path) in message and expected in message and "\n" not in message
 
 
-def test_load_batch_skips_bad_files(tmp_path):
+def test_load_batch_skips_bad_files(tmp_path, esc):
     bad = tmp_path / "text.wav"
     bad.write_text("not audio")
-    clips, errors = load_batch([ESC[0], bad, ESC[1]], crop="center")
+    clips, errors = load_batch([esc[0], bad, esc[1]], crop="center")
     assert clips.shape == (2, TARGET) and list(errors) == [str(bad)]
-    np.testing.assert_array_equal(clips[1], load_clip(ESC[1]))
+    np.testing.assert_array_equal(clips[1], load_clip(esc[1]))
     clips, errors = load_batch([bad])
     assert clips.shape == (0, TARGET) and len(errors) == 1
 
 
-def test_load_batch_seed_fixes_every_crop():
-    paths = [MP3 / "duck.mp3", MP3 / "owl.mp3"]
+def test_load_batch_seed_fixes_every_crop(mp3):
+    paths = [mp3 / "duck.mp3", mp3 / "owl.mp3"]
     np.testing.assert_array_equal(load_batch(paths, rng=5)[0], load_batch(paths, rng=5)[0])
 
 
@@ -189,13 +198,60 @@ def test_audio_files(tmp_path):
     expected = [tmp_path / name for name in ("a.MP3", "b.wav", "d.ogg", "sub/c.flac")]
     assert audio_files(tmp_path) == expected
     assert audio_files(tmp_path / "b.wav") == [tmp_path / "b.wav"]
-    assert len(audio_files(DATA / "esc50")) == 100
+    assert len(audio_files(shared(DATA / "esc50"))) == 100
     with pytest.raises(AudioError, match="missing"):
         audio_files(tmp_path / "missing")
 
 
-def test_bad_arguments():
+def test_bad_arguments(esc):
     with pytest.raises(ValueError, match="crop must be"):
-        load_clip(ESC[0], crop="centre")
+        load_clip(esc[0], crop="centre")
     with pytest.raises(ValueError, match="must be positive"):
-        load_batch([ESC[0]], duration=0)
+        load_batch([esc[0]], duration=0)
+
+
+def test_audio_files_takes_every_suffix_read_audio_reads_and_only_those(tmp_path):
+    """A folder lists exactly the files that would be read if named, in any case; .m4a is not
+    among them, since no AAC decoder is linked (read_audio cannot decode one)."""
+    formats = {  # suffix -> soundfile (format, subtype)
+        ".aif": ("AIFF", None),
+        ".aifc": ("AIFF", None),
+        ".aiff": ("AIFF", None),
+        ".au": ("AU", None),
+        ".caf": ("CAF", None),
+        ".flac": ("FLAC", None),
+        ".mp3": ("MP3", None),
+        ".oga": ("OGG", "VORBIS"),
+        ".ogg": ("OGG", "VORBIS"),
+        ".opus": ("OGG", "OPUS"),
+        ".rf64": ("RF64", None),
+        ".w64": ("W64", None),
+        ".wav": ("WAV", None),
+    }
+    assert set(formats) == set(SUPPORTED_SUFFIXES)
+    assert ".m4a" not in SUPPORTED_SUFFIXES and "M4A" not in sf.available_formats()
+    tone = 0.3 * np.sin(np.arange(4800) / 5).astype(np.float32)
+    written = []
+    for i, (suffix, (fmt, subtype)) in enumerate(sorted(formats.items())):
+        name = f"{i:02d}{suffix.upper() if i % 2 else suffix}"  # either case
+        sf.write(tmp_path / name, tone, 48000, format=fmt, subtype=subtype)
+        written.append(tmp_path / name)
+    (tmp_path / "clip.m4a").write_bytes((written[0]).read_bytes()[:64])
+    (tmp_path / "notes.txt").write_text("not audio")
+    assert audio_files(tmp_path) == written
+    for path in written:
+        assert audio_files(path) == [path]
+        audio, rate = read_audio(path)
+        assert rate == 48000 and audio.shape[0] == 1 and audio.shape[1] > 0
+    for other in ("clip.m4a", "notes.txt"):
+        with pytest.raises(AudioError, match="not an audio file that can be read"):
+            audio_files(tmp_path / other)
+
+
+def test_a_shared_clip_renamed_m4a_is_refused_named_and_left_out_of_a_folder(tmp_path):
+    clip = sorted(shared(DATA / "esc50").glob("*.wav"))[0]
+    (tmp_path / "clip.M4A").write_bytes(clip.read_bytes())
+    (tmp_path / "clip.WAV").write_bytes(clip.read_bytes())
+    assert audio_files(tmp_path) == [tmp_path / "clip.WAV"]
+    with pytest.raises(AudioError, match=r"clip\.M4A: not an audio file .*\.wav\)"):
+        audio_files(tmp_path / "clip.M4A")

@@ -26,7 +26,7 @@ from mats_jax.clap.caption_tokens import (
     roberta_tokenizer,
 )
 from mats_jax.runtime.assets import gpt2_bpe_ranks_path
-from tests.support.paths import DATA_ROOT
+from tests.support.paths import DATA_ROOT, shared
 
 CLOTHO = DATA_ROOT / "captions" / "clotho" / "train.csv"
 EDGE_CAPTIONS = [
@@ -93,7 +93,7 @@ def hf_msclap_tokenizer(tmp_path_factory):
 
 
 def _clotho_captions(count: int = 200) -> list[str]:
-    with CLOTHO.open(newline="") as f:
+    with shared(CLOTHO).open(newline="") as f:
         rows = list(csv.DictReader(f))[: count // 5]
     return [row[f"caption_{i}"] for row in rows for i in range(1, 6)]
 
@@ -116,7 +116,6 @@ def test_exclamation_mark_is_split_out_like_msclaps_pad_token():
     assert mask[0, :6].tolist() == [1, 1, 1, 1, 1, 0]
 
 
-@pytest.mark.skipif(not CLOTHO.is_file(), reason="shared Clotho captions not present")
 def test_matches_transformers_on_real_captions(hf_msclap_tokenizer):
     captions = _clotho_captions() + EDGE_CAPTIONS
     assert len(captions) == 211

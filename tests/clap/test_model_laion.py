@@ -38,7 +38,7 @@ from mats_jax.models.params import flat_params, load_params
 from tests.references.laion import fused_reference, our_model, randomise, unfused_audio_reference
 from tests.references.torch_io import torch_state
 from tests.support.clap_inputs import REAL_CLIPS, SR, caption_ids, clips
-from tests.support.paths import ESC50
+from tests.support.paths import ESC50, shared
 
 FUSION = ("unfused", "fused")
 
@@ -88,8 +88,7 @@ def assert_close_embeddings(ours, expected):
 
 
 def test_real_clip_is_present():
-    if not (ESC50 / REAL_CLIPS[0]).is_file():
-        pytest.skip(f"shared ESC-50 clip not found in {ESC50}: parity ran on synthetic audio only")
+    assert shared(ESC50 / REAL_CLIPS[0]).is_file()
 
 
 @pytest.mark.parametrize("truncation", ["rand_trunc", "fusion"])

@@ -22,7 +22,7 @@ from mats_jax.convert.clap import from_msclap_state
 from tests.references.msclap import msclap_reference
 from tests.references.torch_io import torch_state
 from tests.support.clap_inputs import NUM_SAMPLES, REAL_CLIPS, waveforms
-from tests.support.paths import ESC50
+from tests.support.paths import ESC50, shared
 
 FLOOR_MARGIN_DB = -90.0  # log-mel bins within 10 dB of the 1e-10 floor are not compared
 
@@ -58,9 +58,7 @@ def cosine(a, b):
 
 
 def test_real_clips_are_present():
-    missing = [n for n in REAL_CLIPS if not (ESC50 / n).is_file()]
-    if missing:
-        pytest.skip(f"shared ESC-50 clips not found in {ESC50}: parity ran on synthetic audio only")
+    assert all(shared(ESC50 / n).is_file() for n in REAL_CLIPS)
 
 
 @pytest.mark.slow

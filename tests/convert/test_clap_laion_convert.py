@@ -21,6 +21,7 @@ from mats_jax.runtime.fileio import ModelFileError
 from tests.references.laion import fused_reference, our_model
 from tests.references.torch_io import torch_state
 from tests.support.clap_inputs import caption_ids, clips
+from tests.support.outputs import fake_workdir, marker_command, one_line, other_files, snapshot
 
 # buffers the converter skips, as transformers' state dict names them
 SKIPPED = ("position_ids", "token_type_ids", "relative_position_index", "num_batches_tracked")
@@ -262,3 +263,34 @@ def test_hf_keymap_names_every_parameter_both_ways():
         assert any("fusion_model" in k for k in exported) == fusion
         assert set(hf_to_flax(exported, config)) == set(zeros)
     assert any(r.torch == "logit_scale_a" for r in hf_keymap().rules if not isinstance(r, Concat))
+
+
+def test_outputs_are_never_destroyed(tmp_path, capsys):
+    tiny_folder(tmp_path / "hf")
+
+    def convert(out, *extra):
+        args = ["clap", "--from", "hf", "--source", str(tmp_path / "hf"), "--out", str(out)]
+        return main([*args, *extra]), capsys.readouterr().err
+
+    for target in (fake_workdir(tmp_path / "workdir"), other_files(tmp_path / "others")):
+        before = snapshot(target)
+        code, err = convert(target, "--overwrite")
+        assert code == 1 and one_line(err) == (
+            f"error: {target} exists and is not a previous `convert clap` output; "
+            "choose another --out"
+        )
+        assert snapshot(target) == before
+
+    out = tmp_path / "ckpt"
+    assert convert(out)[0] == 0
+    assert marker_command(out) == "convert clap"
+    (out / "stale.txt").write_text("from the last conversion")
+    before = snapshot(out)
+    code, err = convert(out)
+    assert code == 1 and one_line(err) == (
+        f"error: {out} is a previous `convert clap` output; pass --overwrite to replace it"
+    )
+    assert snapshot(out) == before
+    assert convert(out, "--overwrite")[0] == 0
+    assert not (out / "stale.txt").exists()
+    assert load_clap(out).config.projection_dim == 16

@@ -10,7 +10,7 @@ import torch
 import transformers
 
 from mats_jax.convert.hf_io import read_hf_folder, write_hf_folder
-from mats_jax.runtime.fileio import ModelFileError
+from mats_jax.runtime.fileio import MARKER, ModelFileError, OutputExistsError
 
 
 def _bits(a) -> np.ndarray:
@@ -53,7 +53,7 @@ def _check_torch_equal(ours: dict[str, np.ndarray], reference: dict[str, torch.T
 def test_single_file_is_what_safetensors_reads(tmp_path, tensors):
     write_hf_folder(tmp_path / "m", {"model_type": "x"}, tensors)
 
-    assert _listing(tmp_path / "m") == ["config.json", "model.safetensors"]
+    assert _listing(tmp_path / "m") == [MARKER, "config.json", "model.safetensors"]
     reference = safetensors.torch.load_file(tmp_path / "m" / "model.safetensors")
     _check_torch_equal(tensors, reference)
     config, ours = read_hf_folder(tmp_path / "m", dtype=None)
@@ -137,11 +137,14 @@ def test_pytorch_bin_single_and_sharded(tmp_path, tensors):
 
 def test_overwrite_replaces_folder_and_failure_keeps_old_one(tmp_path, tensors):
     write_hf_folder(tmp_path / "m", {"v": 1}, tensors, max_shard_bytes=64)
-    write_hf_folder(tmp_path / "m", {"v": 2}, {"x": np.zeros(2, np.float32)})
-    assert _listing(tmp_path / "m") == ["config.json", "model.safetensors"]
+    with pytest.raises(OutputExistsError, match="pass --overwrite"):
+        write_hf_folder(tmp_path / "m", {"v": 2}, {"x": np.zeros(2, np.float32)})
+    assert read_hf_folder(tmp_path / "m")[0] == {"v": 1}
+    write_hf_folder(tmp_path / "m", {"v": 2}, {"x": np.zeros(2, np.float32)}, overwrite=True)
+    assert _listing(tmp_path / "m") == [MARKER, "config.json", "model.safetensors"]
 
     with pytest.raises(ModelFileError, match="complex64"):
-        write_hf_folder(tmp_path / "m", {"v": 3}, {"x": np.zeros(2, np.complex64)})
+        write_hf_folder(tmp_path / "m", {"v": 3}, {"x": np.zeros(2, np.complex64)}, overwrite=True)
     assert read_hf_folder(tmp_path / "m")[0] == {"v": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folders left behind
 

@@ -13,6 +13,7 @@ from mats_jax.convert.llm import load_llm
 from mats_jax.models.tokenizer import load_tokenizer
 from mats_jax.runtime.fileio import ModelFileError
 from tests.support.models import tiny_llama_folder
+from tests.support.outputs import fake_workdir, marker_command, one_line, other_files, snapshot
 
 
 def tiny_gpt2_folder(path):
@@ -77,3 +78,138 @@ def test_bad_sources_fail_with_one_line(tmp_path, capsys):
         assert main(["llm", str(bad), str(tmp_path / "out")]) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and str(bad) in err and "\n" not in err
+
+
+# Vicuna-7B v1.5 ships sharded weights and a SentencePiece tokenizer.model without tokenizer.json.
+# Its Linear kernels are stored [out, in] by torch and [in, out] by us.
+def _our_name(hf_key: str) -> tuple[str, bool]:
+    """(our parameter name, transposed?) of a Hugging Face LLaMA key, written out here (not from
+    the key map) so the test checks the map."""
+    name = hf_key.removeprefix("model.")
+    if name == "embed_tokens.weight":
+        return "embed_tokens.embedding", False
+    if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
+        return name.removesuffix(".weight") + ".scale", False
+    return name.removesuffix(".weight") + ".kernel", True
+
+
+@pytest.mark.parametrize("weights", ["bin", "safetensors"])
+def test_a_vicuna_layout_folder_converts_with_its_sentencepiece_tokenizer(tmp_path, weights):
+    import sentencepiece
+
+    from mats_jax.models import store
+    from tests.support.vicuna import corpus_texts, hf_state, tiny_vicuna_folder
+
+    source = tiny_vicuna_folder(tmp_path / "vicuna", weights=weights)
+    assert not (source / "tokenizer.json").exists()
+    assert main(["llm", str(source), str(tmp_path / "ckpt"), "--add-pad-token", "[PAD]"]) == 0
+
+    # the tokenizer: the original's (a SentencePiece tokenizer with BOS first) ids, plus [PAD]
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(source / "tokenizer.model"))
+    vocab = processor.vocab_size()
+    tokenizer = load_tokenizer(tmp_path / "ckpt")
+    for text in corpus_texts()[:50]:
+        assert tokenizer(text).input_ids == [1] + processor.encode(text), text
+    assert len(tokenizer) == vocab + 1 and tokenizer.pad_token_id == vocab
+    assert tokenizer.convert_tokens_to_ids("[PAD]") == vocab
+
+    # the weights: every tensor of the shards (the rotary inv_freq buffers aside) as it was
+    family, config, params = store.load_model(tmp_path / "ckpt")
+    assert family == "llama" and config["vocab_size"] == vocab + 1
+    assert config["pad_token_id"] == vocab
+    tensors = {k: v for k, v in hf_state(source).items() if not k.endswith("rotary_emb.inv_freq")}
+    assert len(params) == len(tensors)
+    for key, value in tensors.items():
+        name, transposed = _our_name(key)
+        expected = value.T if transposed else value
+        ours = np.asarray(params[name])
+        assert ours.dtype == np.float16, key
+        if name == "embed_tokens.embedding":
+            ours, pad_row = ours[:vocab], ours[vocab]
+            mean = value.astype(np.float32).mean(axis=0).astype(np.float16)
+            np.testing.assert_array_equal(pad_row, mean)
+        elif name == "lm_head.kernel":
+            ours = ours[:, :vocab]
+        assert np.array_equal(ours, expected), key
+
+
+def test_the_converted_tokenizer_loads_offline_without_sentencepiece(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.paths import ROOT
+    from tests.support.vicuna import corpus_texts, tiny_vicuna_folder
+
+    source = tiny_vicuna_folder(tmp_path / "vicuna")
+    assert main(["llm", str(source), str(tmp_path / "ckpt"), "--add-pad-token", "[PAD]"]) == 0
+    texts = corpus_texts()[:5]
+    expected = [load_tokenizer(tmp_path / "ckpt")(t).input_ids for t in texts]
+    script = (
+        "import json, sys\n"
+        "sys.modules['sentencepiece'] = None\n"  # importing either now fails
+        "sys.modules['google.protobuf'] = None\n"
+        "from mats_jax.models.tokenizer import load_tokenizer\n"
+        "tokenizer = load_tokenizer(sys.argv[1])\n"
+        "print(json.dumps([tokenizer(t).input_ids for t in json.loads(sys.argv[2])]))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "ckpt"), json.dumps(texts)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == expected
+
+
+def test_a_sentencepiece_tokenizer_without_its_package_fails_naming_it(
+    tmp_path, capsys, monkeypatch
+):
+    from tests.support.vicuna import tiny_vicuna_folder
+
+    source = tiny_vicuna_folder(tmp_path / "vicuna")
+    monkeypatch.setitem(__import__("sys").modules, "sentencepiece", None)
+    for extra in ([], ["--add-pad-token", "[PAD]"]):  # never a checkpoint without its tokenizer
+        assert main(["llm", str(source), str(tmp_path / "ckpt"), *extra]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err
+        assert "tokenizer.model" in err and "sentencepiece" in err
+        assert not (tmp_path / "ckpt").exists()
+
+
+def test_outputs_are_never_destroyed(tmp_path, capsys):
+    source = tiny_gpt2_folder(tmp_path / "hf")
+    ckpt, back = tmp_path / "ckpt", tmp_path / "back"
+
+    def convert(source, out, *extra):
+        return main(["llm", str(source), str(out), *extra]), capsys.readouterr().err
+
+    assert convert(source, ckpt)[0] == 0
+    assert marker_command(ckpt) == "convert llm"
+    for target in (fake_workdir(tmp_path / "workdir"), other_files(tmp_path / "others")):
+        before = snapshot(target)
+        for what in (source, ckpt):  # importing and exporting
+            code, err = convert(what, target, "--overwrite")
+            assert code == 1 and one_line(err) == (
+                f"error: {target} exists and is not a previous `convert llm` output; "
+                "choose another --out"
+            )
+        assert snapshot(target) == before
+
+    for what, out in ((source, ckpt), (ckpt, back)):
+        if not out.exists():
+            assert convert(what, out)[0] == 0
+        (out / "stale.txt").write_text("from the last conversion")
+        before = snapshot(out)
+        code, err = convert(what, out)
+        assert code == 1 and one_line(err) == (
+            f"error: {out} is a previous `convert llm` output; pass --overwrite to replace it"
+        )
+        assert snapshot(out) == before
+        assert convert(what, out, "--overwrite")[0] == 0
+        assert not (out / "stale.txt").exists() and marker_command(out) == "convert llm"
+    transformers.AutoModelForCausalLM.from_pretrained(back)  # loads cleanly, marker and all

@@ -3,7 +3,7 @@
 from mats_jax.data import corpus
 from mats_jax.data.corpus.build import main as rebuild
 from mats_jax.data.rows import read_jsonl
-from tests.support.paths import DATA_ROOT, requires_data
+from tests.support.paths import DATA_ROOT, shared
 
 
 def test_default_corpus_is_valid_small_and_attributed():
@@ -23,8 +23,7 @@ def test_default_corpus_is_valid_small_and_attributed():
         assert needed in attribution
 
 
-@requires_data
 def test_default_corpus_regenerates_byte_for_byte(tmp_path):
-    rebuild(["--data-root", str(DATA_ROOT), "--out", str(tmp_path)])
+    rebuild(["--data-root", str(shared(DATA_ROOT)), "--out", str(tmp_path)])
     for split, path in corpus.FILES.items():
         assert (tmp_path / f"{split}.jsonl").read_bytes() == path.read_bytes(), split

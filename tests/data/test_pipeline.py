@@ -4,6 +4,7 @@ iterator state."""
 import collections
 import json
 
+import orbax.checkpoint as ocp
 import pytest
 
 from mats_jax.data.pipeline import all_records, first_records, make_iterator
@@ -145,7 +146,6 @@ def test_argument_errors(synthetic_corpus, tmp_path):
 
 def test_state_saves_and_restores_with_an_orbax_checkpoint(synthetic_corpus, tmp_path):
     """As `mats_jax.training.checkpoints` stores it: the state as one JSON item beside the model."""
-    ocp = pytest.importorskip("orbax.checkpoint")
     it = iterator(synthetic_corpus, seed=3)
     for _ in range(5):
         next(it)

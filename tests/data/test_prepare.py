@@ -10,7 +10,9 @@ from mats_jax.data.pipeline import load_manifest, make_iterator
 from mats_jax.data.prepare import prepare, real_inputs
 from mats_jax.data.records import caption
 from mats_jax.data.rows import Rows, read_jsonl
-from tests.support.paths import DATA_ROOT, ROOT, requires_data
+from mats_jax.runtime.fileio import MARKER
+from tests.support.outputs import fake_workdir, marker_command, one_line, other_files, snapshot
+from tests.support.paths import DATA_ROOT, ROOT, shared
 from tests.support.records import SIZES, synthetic_records
 
 
@@ -75,21 +77,19 @@ def test_a_failure_leaves_nothing_behind(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@requires_data
 def test_real_sources_and_cli(tmp_path):
-    manifest = prepare(tmp_path / "real", real_inputs(["esc50", "dcase"], DATA_ROOT))
+    data = shared(DATA_ROOT)
+    manifest = prepare(tmp_path / "real", real_inputs(["esc50", "dcase"], data))
     counts = {
         s: {k: v["count"] for k, v in splits.items()} for s, splits in manifest["sources"].items()
     }
     assert counts == {"esc50": {"train": 1600, "test": 400}, "dcase": {"train": 17}}
-    assert read_all(tmp_path / "real", "dcase", "train") == list(
-        real_inputs(["dcase"], DATA_ROOT)[0][1]
-    )
+    assert read_all(tmp_path / "real", "dcase", "train") == list(real_inputs(["dcase"], data)[0][1])
 
     cli = [sys.executable, "-m", "mats_jax.data.prepare", "--out", str(tmp_path / "cli")]
-    run = dict(cwd=ROOT, capture_output=True, text=True)
+    run = dict(cwd=ROOT, capture_output=True, text=True, timeout=300)
     done = subprocess.run(
-        [*cli, "--sources", "tut", "--data-root", str(DATA_ROOT), "--default-corpus"], **run
+        [*cli, "--sources", "tut", "--data-root", str(data), "--default-corpus"], **run
     )
     assert done.returncode == 0, done.stderr
     manifest = json.loads((tmp_path / "cli/manifest.json").read_text())
@@ -102,3 +102,54 @@ def test_real_sources_and_cli(tmp_path):
         and "missing input file" in failed.stderr
         and "missing.jsonl" in failed.stderr
     )
+
+
+def test_cli_replaces_only_a_prepared_corpus_and_only_with_overwrite(tmp_path):
+    path = tmp_path / "user.jsonl"
+    path.write_text("".join(r.to_json() + "\n" for r in synthetic_records("a", "train", 3)))
+
+    def cli(out, *extra):
+        return subprocess.run(
+            [sys.executable, "-m", "mats_jax.data.prepare", "--jsonl", str(path)]
+            + ["--out", str(out), *extra],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    for name, make in (("workdir", fake_workdir), ("others", other_files)):
+        target = make(tmp_path / name)
+        before = snapshot(target)
+        for extra in ((), ("--overwrite",)):
+            done = cli(target, *extra)
+            assert done.returncode == 1 and one_line(done.stderr) == (
+                f"error: {target} exists and is not a previous `data.prepare` output; "
+                "choose another --out"
+            )
+            assert snapshot(target) == before
+
+    assert cli(tmp_path / "corpus").returncode == 0
+    assert marker_command(tmp_path / "corpus") == "data.prepare"
+    before = snapshot(tmp_path / "corpus")
+    done = cli(tmp_path / "corpus")
+    assert done.returncode == 1 and one_line(done.stderr) == (
+        f"error: {tmp_path / 'corpus'} is a previous `data.prepare` output; "
+        "pass --overwrite to replace it"
+    )
+    assert snapshot(tmp_path / "corpus") == before
+    path.write_text("".join(r.to_json() + "\n" for r in synthetic_records("b", "train", 2)))
+    done = cli(tmp_path / "corpus", "--overwrite")
+    assert done.returncode == 0, done.stderr
+    assert set(load_manifest(tmp_path / "corpus")["sources"]) == {"b"}
+
+    (tmp_path / "corpus" / MARKER).unlink()  # a corpus prepared before outputs were marked
+    assert cli(tmp_path / "corpus").returncode == 1
+    assert cli(tmp_path / "corpus", "--overwrite").returncode == 0
+    assert marker_command(tmp_path / "corpus") == "data.prepare"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "corpus",
+        "others",
+        "user.jsonl",
+        "workdir",
+    ]

@@ -12,12 +12,12 @@ from mats_jax.evaluation.benchmarks import (
     metadata_file,
     read_examples,
 )
-from tests.support.paths import DATA_ROOT
+from tests.support.paths import DATA_ROOT, shared
 
 
 def read(name: str, path: Path):
     benchmark = BENCHMARKS[name]
-    return read_examples(benchmark, metadata_file(benchmark, path))
+    return read_examples(benchmark, metadata_file(benchmark, shared(path)))
 
 
 def test_esc50_subset_and_official_metadata():

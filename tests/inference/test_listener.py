@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 
 from mats_jax.inference.listener import Listener
-from tests.support.paths import ESC50, ROOT
-
-CLIPS = [str(p) for p in sorted(ESC50.glob("*.wav"))[:3]]
+from tests.support.paths import ESC50, ROOT, shared
 
 LISTEN = """
 import json, sys
@@ -27,10 +25,11 @@ print(json.dumps({"devices": listener.mesh.shape["data"], "embeddings": embeddin
 
 @pytest.mark.slow
 def test_four_devices_listen_like_one(listening_workdir):
+    clips = [str(p) for p in sorted(shared(ESC50).glob("*.wav"))[:3]]
     listener = Listener.from_workdir(listening_workdir)
     assert listener.bank is not None and listener.mesh.shape["data"] == 1
-    embeddings, files, errors = listener.embed_audio(CLIPS, batch_size=3)
-    assert files == CLIPS and not errors
+    embeddings, files, errors = listener.embed_audio(clips, batch_size=3)
+    assert files == clips and not errors
     texts = listener.describe(embeddings, generation=listener.paper_generation(max_new_tokens=6))
 
     env = {
@@ -39,7 +38,7 @@ def test_four_devices_listen_like_one(listening_workdir):
         "JAX_PLATFORMS": "cpu",
     }
     out = subprocess.run(
-        [sys.executable, "-c", LISTEN, str(listening_workdir), json.dumps(CLIPS)],
+        [sys.executable, "-c", LISTEN, str(listening_workdir), json.dumps(clips)],
         env=env,
         cwd=ROOT,
         capture_output=True,

@@ -11,12 +11,12 @@ from mats_jax.convert.mats import LLAMA_PREFIX, mats_keymap
 from mats_jax.mats.mapper import Projector, build_mapper
 from mats_jax.models.layers import Linear
 from mats_jax.models.params import load_params
-from tests.support.paths import FIXTURE
+from tests.support.paths import FIXTURE, shared
 
 
 @pytest.fixture(scope="module")
 def fixture():
-    return dict(np.load(FIXTURE))
+    return dict(np.load(shared(FIXTURE)))
 
 
 class Bridge(nnx.Module):

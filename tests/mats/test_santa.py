@@ -20,6 +20,8 @@ from mats_jax.mats.santa import (
     retrieve,
     retrieve_with_noise,
 )
+from mats_jax.runtime.fileio import MARKER
+from tests.support.outputs import fake_workdir, marker_command, other_files, snapshot
 from tests.support.paths import ROOT
 
 
@@ -202,10 +204,40 @@ def test_save_load_round_trip(tmp_path):
     bank = build_bank(embeddings, 4, 5, jax.random.key(0))
     np.testing.assert_allclose(np.linalg.norm(bank.embeddings, axis=1), 1.0, atol=1e-6)
     bank.save(tmp_path / "bank", {"texts": ["a", "b"]})
-    bank.save(tmp_path / "bank", {"texts": ["c"]})  # replacing an existing bank
+    with pytest.raises(FileExistsError, match="pass --overwrite"):
+        bank.save(tmp_path / "bank", {"texts": ["c"]})
+    assert json.loads((tmp_path / "bank" / "bank.json").read_text())["texts"] == ["a", "b"]
+    bank.save(tmp_path / "bank", {"texts": ["c"]}, overwrite=True)  # replacing an existing bank
     loaded = MemoryBank.load(tmp_path / "bank")
     for name in ("embeddings", "centres", "members", "counts"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(bank, name))
     info = json.loads((tmp_path / "bank" / "bank.json").read_text())
     assert info["texts"] == ["c"] and info["shapes"]["centres"] == [4, 8]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bank"]
+
+
+@pytest.mark.parametrize("make", [other_files, fake_workdir], ids=["other-files", "workdir"])
+def test_save_never_replaces_what_is_not_a_bank(tmp_path, make):
+    bank = build_bank(np.eye(8, dtype=np.float32), 2, 2, jax.random.key(0))
+    target = make(tmp_path / "memory_bank")
+    before = snapshot(target)
+    with pytest.raises(FileExistsError) as refused:
+        bank.save(target, overwrite=True)
+    assert str(refused.value) == (
+        f"{target} exists and is not a previous `memory_bank` output; "
+        "move it away or choose another --workdir"
+    )
+    assert snapshot(target) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["memory_bank"]
+
+
+def test_save_replaces_a_bank_saved_before_outputs_were_marked(tmp_path):
+    bank = build_bank(np.eye(8, dtype=np.float32), 2, 2, jax.random.key(0))
+    bank.save(tmp_path / "bank", {"texts": ["old"]})
+    assert marker_command(tmp_path / "bank") == "memory_bank"
+    (tmp_path / "bank" / MARKER).unlink()  # as an older version left it
+    with pytest.raises(FileExistsError, match="pass --overwrite"):
+        bank.save(tmp_path / "bank", {"texts": ["new"]})
+    bank.save(tmp_path / "bank", {"texts": ["new"]}, overwrite=True)
+    assert json.loads((tmp_path / "bank" / "bank.json").read_text())["texts"] == ["new"]
+    assert marker_command(tmp_path / "bank") == "memory_bank"

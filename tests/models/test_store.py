@@ -56,12 +56,19 @@ def test_dtype_casts_floating_params_only(tmp_path, params):
 
 def test_overwrite_is_atomic(tmp_path, params):
     save_model(tmp_path / "model", "llama", CONFIG, params)
-    save_model(tmp_path / "model", "gpt2", {"n_embd": 4}, {"wte": np.ones((2, 4), np.float32)})
+    gpt2 = {"wte": np.ones((2, 4), np.float32)}
+    save_model(tmp_path / "model", "gpt2", {"n_embd": 4}, gpt2, overwrite=True)
     family, config, loaded = load_model(tmp_path / "model")
     assert (family, config, list(loaded)) == ("gpt2", {"n_embd": 4}, ["wte"])
 
     with pytest.raises(ValueError, match="lies under another parameter"):
-        save_model(tmp_path / "model", "llama", CONFIG, {"a": np.ones(1), "a.b": np.ones(1)})
+        save_model(
+            tmp_path / "model",
+            "llama",
+            CONFIG,
+            {"a": np.ones(1), "a.b": np.ones(1)},
+            overwrite=True,
+        )
     assert load_model(tmp_path / "model")[0] == "gpt2"
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary folders left behind
 

@@ -6,7 +6,7 @@ import functools
 
 import numpy as np
 
-from tests.support.paths import ESC50
+from tests.support.paths import ESC50, shared
 
 # msclap (2023): 7 s at 44.1 kHz
 NUM_SAMPLES = 308_700
@@ -24,9 +24,8 @@ def waveforms() -> np.ndarray:
         0.5 * np.sin(2 * np.pi * 440 * t),
     ]
     for name in REAL_CLIPS:
-        if (ESC50 / name).is_file():
-            y, _ = librosa.load(ESC50 / name, sr=44100, mono=True)
-            clips.append(np.tile(y, -(-NUM_SAMPLES // len(y)))[:NUM_SAMPLES])
+        y, _ = librosa.load(shared(ESC50 / name), sr=44100, mono=True)
+        clips.append(np.tile(y, -(-NUM_SAMPLES // len(y)))[:NUM_SAMPLES])
     return np.stack(clips).astype(np.float32)
 
 
@@ -37,19 +36,16 @@ SR = 48000
 @functools.lru_cache(maxsize=1)
 def clips() -> tuple[np.ndarray, ...]:
     """48 kHz mono clips: 14 s noise + tone (long: cropped / fused), a 4 s sine (short: repeatpad
-    leaves 2 s of silence at the 1e-10 floor), a real ESC-50 clip (5 s) or an 8 s chirp."""
+    leaves 2 s of silence at the 1e-10 floor), a real ESC-50 clip (5 s)."""
+    import librosa
+
     t = np.arange(14 * SR) / SR
     rng = np.random.default_rng(0)
     out = [
         0.1 * rng.standard_normal(len(t)) + 0.2 * np.sin(2 * np.pi * 1000 * t),
         0.5 * np.sin(2 * np.pi * 440 * t[: 4 * SR]),
+        librosa.load(shared(ESC50 / REAL_CLIPS[0]), sr=SR, mono=True)[0],
     ]
-    if (ESC50 / REAL_CLIPS[0]).is_file():
-        import librosa
-
-        out.append(librosa.load(ESC50 / REAL_CLIPS[0], sr=SR, mono=True)[0])
-    else:
-        out.append(0.3 * np.sin(2 * np.pi * (100 + 400 * t[: 8 * SR]) * t[: 8 * SR]))
     return tuple(np.asarray(c, np.float32) for c in out)
 
 

@@ -1,12 +1,15 @@
 """The `python -m mats_jax.train` run the trainer tests start, and the losses it logs."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 from tests.support.paths import ROOT
 
 STEPS = 150
+# seconds one trainer run (one or several processes) may take on a slow 2-core machine
+TIMEOUT = 600
 
 
 def command(workdir, llm, corpus, *extra):
@@ -30,6 +33,11 @@ def command(workdir, llm, corpus, *extra):
         "--config.mapper.dim=32",
         *extra,
     ]
+
+
+def train(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """`subprocess.run(args, **kwargs)` killed after TIMEOUT seconds (the test then fails)."""
+    return subprocess.run(args, timeout=TIMEOUT, **kwargs)
 
 
 def losses(workdir: Path) -> dict[int, float]:

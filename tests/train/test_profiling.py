@@ -2,12 +2,11 @@
 Profile tab finds it, and training goes on to the end."""
 
 import json
-import subprocess
 
 import pytest
 
 from tests.support.paths import ROOT
-from tests.support.trainer import command
+from tests.support.trainer import command, train
 
 
 @pytest.mark.slow
@@ -15,7 +14,7 @@ def test_profile_steps_write_a_trace_into_the_tensorboard_folder(tiny_run, tmp_p
     _, llm, corpus = tiny_run
     workdir = tmp_path / "w"
     run = [a for a in command(workdir, llm, corpus) if not a.startswith("--config.train.steps")]
-    out = subprocess.run(
+    out = train(
         run
         + [
             "--config.train.steps=4",
@@ -25,7 +24,6 @@ def test_profile_steps_write_a_trace_into_the_tensorboard_folder(tiny_run, tmp_p
         capture_output=True,
         text=True,
         cwd=ROOT,
-        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     traces = list((workdir / "tensorboard" / "plugins" / "profile").glob("*/*.xplane.pb"))
