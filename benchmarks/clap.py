@@ -1,6 +1,6 @@
 """CLAP (msclap 2023) audio and text towers, random weights: mats_jax vs msclap's PyTorch CLAP.
 
-Run:  .venv/bin/python benchmarks/clap.py [--runs 3] [--batches 1,8]
+Run:  .venv/bin/python benchmarks/clap.py [--runs 3] [--batches 1,8] [--json PATH]
 
 Both sides hold the same random weights: msclap's `CLAP` is built offline (torchaudio stubbed,
 GPT-2 from a config, as in tests/references/msclap.py), its norms and relative-position
@@ -38,7 +38,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import (
+from benchmarks.common import (  # noqa: E402
+    add_json_option,
     check,
     load_note,
     matmul_peak_gflops,
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batches", default="1,8", help="audio batch sizes, comma-separated")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
 
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_abs_diff = |ours - PyTorch| over the 1024-d embeddings"
     )
     print(load_note())
-    print_json("clap", {"peak_gflops": peak, "rows": rows})
+    print_json("clap", {"peak_gflops": peak, "rows": rows}, args.json)
     bad = {k: v for k, v in diffs.items() if not np.isfinite(v) or v > TOLERANCE}
     if bad:
         print(

@@ -1,14 +1,16 @@
 """Shared helpers for the benchmarks: timing, machine ceilings (memory bandwidth, matmul peak),
 and printing.
 
-Run `.venv/bin/python benchmarks/common.py` to print this machine's ceilings alone.
+Run `.venv/bin/python benchmarks/common.py [--json PATH]` to print this machine's ceilings alone.
 
 Conventions:
 - `timed(fn, runs)` calls `fn` once to compile/warm up (reported as `first_s`, which for a jitted
   JAX function is trace + compile + one run), then `runs` more times; `median_s` is the median of
   those. `fn` must block until its result is ready (use `jax.block_until_ready`).
-  `timed_pair(ours, theirs, runs)` alternates the timed runs of two functions so that load from
-  other processes (this machine is shared) hits both sides alike.
+  `timed_pair(ours, theirs, runs)` (`timed_many` for more than two) alternates the timed runs
+  of the functions so that load from other processes (this machine is shared) hits them alike.
+- Every benchmark prints its figures as one `RESULT <name> <json>` line (`print_json`) and, with
+  `--json PATH` (`add_json_option`), writes the same object to PATH.
 - Ceilings are measured, not looked up: the bandwidth is a numpy copy of a 512 MB array
   (read 512 MB + write 512 MB counted as 1 GB moved), the peak is a 2048² float32 matmul in JAX
   and in PyTorch.
@@ -16,6 +18,7 @@ Conventions:
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -23,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,21 +80,36 @@ def timed_pair(
 ) -> tuple[Timing, Timing | None]:
     """Like `timed` for two functions whose timed runs alternate (a, b, a, b, ...), so that load
     from other processes on a shared machine hits both sides alike."""
-    fns = [(fn_a, first_a)] + ([(fn_b, first_b)] if fn_b is not None else [])
+    fns = [fn_a] + ([fn_b] if fn_b is not None else [])
+    firsts = [first_a] + ([first_b] if fn_b is not None else [])
+    timings = timed_many(fns, runs, warmup, firsts)
+    return timings[0], (timings[1] if fn_b is not None else None)
+
+
+def timed_many(
+    fns: list[Callable[[], Any]],
+    runs: int = 3,
+    warmup: int = 0,
+    firsts: list[Callable[[], Any] | None] | None = None,
+) -> list[Timing]:
+    """`timed_pair` for any number of functions: each one's first call (`firsts[i]` if given),
+    then `warmup` untimed rounds and `runs` timed rounds, each round calling every function once
+    in order."""
+    firsts = firsts or [None] * len(fns)
     timings = []
-    for fn, first in fns:
+    for fn, first in zip(fns, firsts):
         start = time.perf_counter()
         (first or fn)()
         timings.append(Timing(time.perf_counter() - start))
     for _ in range(warmup):
-        for fn, _ in fns:
+        for fn in fns:
             fn()
     for _ in range(runs):
-        for (fn, _), timing in zip(fns, timings):
+        for fn, timing in zip(fns, timings):
             start = time.perf_counter()
             fn()
             timing.times_s.append(time.perf_counter() - start)
-    return timings[0], (timings[1] if fn_b is not None else None)
+    return timings
 
 
 def copy_bandwidth_gbs(megabytes: int = 512, runs: int = 5) -> float:
@@ -172,9 +191,50 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
         print("| " + " | ".join(fmt(row.get(k, "")) for k in keys) + " |")
 
 
-def print_json(name: str, result: dict[str, Any]) -> None:
-    """One machine-readable line, `RESULT <name> <json>`, for scripts that collect results."""
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """`--json PATH`: also write the result that `print_json` prints to PATH (pass
+    `args.json` to `print_json`)."""
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        default=None,
+        help="also write the result JSON (the RESULT line's object) to PATH",
+    )
+
+
+def print_json(name: str, result: dict[str, Any], path: str | Path | None = None) -> None:
+    """One machine-readable line, `RESULT <name> <json>`, for scripts that collect results; with
+    `path` (a script's `--json`), the same object is also written there."""
     print(f"RESULT {name} " + json.dumps(result, default=float, sort_keys=True))
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, default=float, sort_keys=True, indent=2) + "\n")
+        print(f"wrote {path}")
+
+
+def machine() -> dict[str, Any]:
+    """What ran the benchmark: the CPU model (/proc/cpuinfo), the core count, the load, and
+    JAX's backend and devices."""
+    import jax
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": CORES,
+        "load_avg_1m": load_average(),
+        "load_note": load_note(),
+        "jax_backend": jax.default_backend(),
+        "jax_devices": [str(d) for d in jax.devices()],
+    }
 
 
 def check(targets: dict[str, bool]) -> int:
@@ -187,7 +247,15 @@ def check(targets: dict[str, bool]) -> int:
     return 1 if strict and not all(targets.values()) else 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="this machine's ceilings")
+    add_json_option(parser)
+    args = parser.parse_args(argv)
+    row = {"cores": CORES, **ceilings(), "load_avg_1m": load_average()}
+    print_table("machine ceilings", [row])
+    print_json("ceilings", {"rows": [row], "machine": machine()}, args.json)
+    return 0
+
+
 if __name__ == "__main__":
-    c = ceilings()
-    print_table("machine ceilings", [{"cores": CORES, **c, "load_avg_1m": load_average()}])
-    sys.exit(0)
+    sys.exit(main())

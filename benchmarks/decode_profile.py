@@ -1,6 +1,6 @@
 """Where a SmolLM2 decode step's time goes (mats_jax only, no PyTorch).
 
-Run:  .venv/bin/python benchmarks/decode_profile.py [--batch 1] [--reps 10]
+Run:  .venv/bin/python benchmarks/decode_profile.py [--batch 1] [--reps 10] [--json PATH]
 
 For one decode step at `--batch` rows (1 = greedy, 4 = beam-4), each part jitted on its own and
 timed with interleaved repetitions (minimum and median, milliseconds):
@@ -33,13 +33,14 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import load_note, print_table  # noqa: E402
+from benchmarks.common import add_json_option, load_note, print_json, print_table  # noqa: E402
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--reps", type=int, default=10)
+    add_json_option(parser)
     args = parser.parse_args(argv)
     from flax import nnx
 
@@ -134,6 +135,16 @@ def main(argv=None) -> int:
         f"(best copy {2 * weight_bytes / copy_ms / 1e6:.1f} GB/s read+write)"
     )
     print(load_note())
+    print_json(
+        "decode_profile",
+        {
+            "batch": b,
+            "weight_bytes": weight_bytes,
+            "bandwidth_bound_ms": copy_ms / 2,
+            "rows": rows,
+        },
+        args.json,
+    )
     return 0
 
 

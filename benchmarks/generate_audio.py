@@ -1,7 +1,7 @@
 """Listening end to end: clips per second from audio files to captions, mats_jax vs PyTorch.
 
 Run:  .venv/bin/python benchmarks/generate_audio.py [--runs 3] [--clips 16] [--batch 8]
-      [--max-new-tokens 32]
+      [--max-new-tokens 32] [--json PATH]
 
 The workload is MATS inference as the paper runs it, on the real ESC-50 clips of ../shared/data:
 load the clips (7 s, 44.1 kHz), CLAP audio embedding (msclap 2023, random weights), Santa
@@ -29,7 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import check, load_note, print_json, print_table, setup_torch, timed_pair  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    add_json_option,
+    check,
+    load_note,
+    print_json,
+    print_table,
+    setup_torch,
+    timed_pair,
+)
 from benchmarks.santa import original_santa, synthetic_bank  # noqa: E402
 from tests.references.msclap import msclap_reference  # noqa: E402
 
@@ -116,6 +124,7 @@ def main() -> int:
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    add_json_option(parser)
     args = parser.parse_args()
     torch = setup_torch()
     import peft
@@ -243,7 +252,7 @@ def main() -> int:
     print_table("listening end to end (load, CLAP, Santa, prefix, beam-4)", [row])
     print(f"ours: {ours_texts[0]!r}\nPyTorch: {their_texts[0]!r}")
     print(load_note())
-    print_json("generate_audio", row)
+    print_json("generate_audio", row, args.json)
     return check({"ours faster than the PyTorch original end to end": row["speedup"] > 1.0})
 
 

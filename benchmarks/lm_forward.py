@@ -1,6 +1,6 @@
 """SmolLM2-135M-Instruct forward and LoRA train step, 8 x 128 tokens: mats_jax vs PyTorch/peft.
 
-Run:  .venv/bin/python benchmarks/lm_forward.py [--runs 3] [--batch 8] [--length 128]
+Run:  .venv/bin/python benchmarks/lm_forward.py [--runs 3] [--batch 8] [--length 128] [--json PATH]
 
 Both sides load the same embedded GGUF (dequantised to float32), in the same process:
 - forward: logits [8, 128, V] (float32) for random token ids. Ours: `nnx.split` once, then a
@@ -38,7 +38,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import (
+from benchmarks.common import (  # noqa: E402
+    add_json_option,
     check,
     load_note,
     matmul_peak_gflops,
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=128)
+    add_json_option(parser)
     args = parser.parse_args(argv)
 
     torch = setup_torch()
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(load_note())
     result["rows"] = rows
-    print_json("lm_forward", result)
+    print_json("lm_forward", result, args.json)
     if not np.isfinite(losses["ours"]) or loss_gap > 0.05 * abs(losses["torch"]):
         print(
             f"error: losses disagree: ours {losses['ours']} vs torch {losses['torch']}",

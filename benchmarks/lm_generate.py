@@ -1,6 +1,7 @@
 """SmolLM2-135M-Instruct generation speed: mats_jax `generate` vs transformers' `generate`.
 
 Run:  .venv/bin/python benchmarks/lm_generate.py [--runs 3] [--greedy-tokens 64] [--beam-tokens 32]
+      [--json PATH]
 
 Both sides load the same embedded GGUF (dequantised to float32) and decode the same prompt in the
 same process, batch 1:
@@ -34,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import (
+from benchmarks.common import (  # noqa: E402
+    add_json_option,
     check,
     copy_bandwidth_gbs,
     load_note,
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--greedy-tokens", type=int, default=64)
     parser.add_argument("--beam-tokens", type=int, default=32)
+    add_json_option(parser)
     args = parser.parse_args(argv)
 
     torch = setup_torch()
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({1e3 / bound_tps:.1f} ms/token)"
     )
     print(load_note())
-    print_json("lm_generate", result)
+    print_json("lm_generate", result, args.json)
     greedy, beam = result["greedy"], result["beam-4"]
     return check(
         {

@@ -1,7 +1,7 @@
 """Santa: batched retrieval and k-means in JAX vs the original per-sample algorithm in PyTorch.
 
 Run:  .venv/bin/python benchmarks/santa.py [--runs 5] [--banks 5000,100000] [--kmeans-size 100000]
-                                          [--member-batch auto,1,256]
+                                          [--member-batch auto,1,256] [--json PATH]
 
 - retrieval: 256 CLAP-sized (1024-d) audio embeddings against banks of 5k and 100k L2-normalised
   text embeddings in K=100 clusters, top 32 members, noise, softmax(10·dot), 0.7/0.3 mix
@@ -32,7 +32,15 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import check, load_note, print_json, print_table, setup_torch, timed_pair  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    add_json_option,
+    check,
+    load_note,
+    print_json,
+    print_table,
+    setup_torch,
+    timed_pair,
+)
 from mats_jax.mats.santa import build_bank, default_member_batch, kmeans, retrieve_with_noise  # noqa: E402
 
 DIM, CLUSTERS, TOP_L, AUDIO = 1024, 100, 32, 256
@@ -187,6 +195,7 @@ def main() -> int:
         default="auto",
         help="comma-separated member_batch settings to time; auto = the backend's default",
     )
+    add_json_option(parser)
     args = parser.parse_args()
     member_batches = [None if b == "auto" else int(b) for b in args.member_batch.split(",")]
     torch = setup_torch()
@@ -204,7 +213,7 @@ def main() -> int:
         f"k-means {args.kmeans_size}x{DIM} -> K={CLUSTERS}, {ITERATIONS} iterations", clustering
     )
     print(load_note())
-    print_json("santa", {"retrieval": retrieval, "kmeans": clustering})
+    print_json("santa", {"retrieval": retrieval, "kmeans": clustering}, args.json)
     if any(row["max_abs_diff"] > 1e-4 for row in retrieval):
         print("ERROR: ours and the original disagree", file=sys.stderr)
         return 1

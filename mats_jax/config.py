@@ -23,8 +23,9 @@ from mats_jax.runtime.errors import InputError
 from mats_jax.runtime.fileio import atomic_file
 from mats_jax.runtime.sharding import BATCH_AXES, DEFAULT_RULES
 
-CONFIG_VERSION = 2
-"""1: written before the version existed (no `llm.architecture`); 2: this schema."""
+CONFIG_VERSION = 3
+"""1: written before the version existed (no `llm.architecture`); 2: no packing (those runs
+trained one example per row: they read back with data.packed_length 0); 3: this schema."""
 _VERSION_KEY = "config_version"
 
 
@@ -60,7 +61,7 @@ def base() -> ml_collections.ConfigDict:
         tail_length=200,
         max_answer_tokens=150,
         packed_length=512,
-        max_per_row=12,
+        max_per_row=8,  # examples of the real mixture take 65-111 positions: ~6 fill a row
     )
     c.train = dict(
         steps=360_000,
@@ -244,6 +245,8 @@ def read_json(path: Path) -> ml_collections.ConfigDict:
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path}: not readable JSON ({e})") from None
     version = values.pop(_VERSION_KEY, 1)
+    if isinstance(version, int) and version < 3 and isinstance(values.get("data"), dict):
+        values["data"].setdefault("packed_length", 0)
     if not isinstance(version, int) or version > CONFIG_VERSION:
         raise ConfigError(
             f"{path}: config_version {version!r} is newer than this mats_jax "

@@ -118,8 +118,10 @@ def guard_workdir(workdir: Path, config: ml_collections.ConfigDict):
     if distributed.is_process_zero():
         lock = workdirs.WorkdirLock(workdir).__enter__()
         try:
+            saved = workdirs.saved_steps(workdir)
+            # an imported starting point (step 0 alone) holds weights, not a data position
             changes = (
-                workdirs.check_restart(workdir, config) if workdirs.saved_steps(workdir) else {}
+                workdirs.check_restart(workdir, config, data_fixed=saved != [0]) if saved else {}
             )
             if changes:
                 listed = "; ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
@@ -245,9 +247,9 @@ def run(
     start, state = checkpoints.restore_newest(
         state, train_data, damaged_to=workdir / workdirs.DAMAGED_CHECKPOINTS
     )
-    start = start or 0
-    if start and distributed.is_process_zero():
+    if start is not None and distributed.is_process_zero():
         print(f"resumed from step {start} ({checkpoints.directory / str(start)})", file=sys.stderr)
+    start = start or 0
 
     train_sharding = steps.batch_sharding(mesh, packed=packed)
     eval_sharding = steps.batch_sharding(mesh, packed=False)  # validation stays unpacked

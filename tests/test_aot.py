@@ -53,9 +53,9 @@ def test_mats_llama_train_step_compiles_and_fits(topology, chips, hbm_gib, tmp_p
     assert train["arguments"] >= 2 * VICUNA_7B_PLUS_PAD / (r["mesh"]["fsdp"] * r["mesh"]["tensor"])
     # ...and the whole program fits the chip (the assertion this test exists for)
     assert train["fits"] and 0 < train["total"] <= hbm_gib * GiB
-    # it is the full step: batch 96 × (8 + 40 + 200) positions, and XLA's FLOPs on all chips are
-    # the model's 4·N·tokens (frozen LLM) + 6·N per use (trained), give or take attention
-    assert r["train"]["tokens"] == 96 * 248
+    # it is the full step: 16 packed rows × 512 positions, and XLA's FLOPs on all chips are the
+    # model's 4·N·tokens (frozen LLM) + 6·N per use (trained), give or take attention
+    assert r["train"]["tokens"] == 16 * 512
     assert 0.95 < r["train"]["xla_over_model"] < 1.3
 
 
@@ -70,18 +70,18 @@ def test_unknown_topology_is_one_line():
 
 
 def test_config_that_does_not_split_over_the_topology_is_one_line():
-    out = aot("--config=configs/mats_llama.py", "--topology=v5p-128")  # 64 chips, batch 96
+    out = aot("--config=configs/mats_llama.py", "--topology=v5p-128")  # 64 chips, 16 rows
     assert out.returncode == 2
     assert out.stderr.strip() == (
-        "error: micro-batch 96 (train.batch_size / train.grad_accum) is not "
+        "error: micro-batch 16 (train.batch_size / train.grad_accum) is not "
         "divisible by the data axes data×fsdp = 64"
     )
 
 
 @pytest.mark.slow
 def test_mats_llama_does_not_fit_four_v5e_chips():
-    # 16 GiB per chip, data parallel: the replicated 13.5 GB of weights leave no room for 24
-    # examples
+    # 16 GiB per chip, data parallel: the replicated 13.5 GB of weights leave no room for
+    # 4 packed rows of 512 positions
     out = aot("--config=configs/mats_llama.py", "--topology=v5e-4", "--programs=train")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [out.stderr.strip()]

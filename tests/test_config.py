@@ -89,16 +89,25 @@ def test_config_json_round_trip_carries_the_version(tmp_path):
 
 
 def test_a_config_json_written_before_the_version_is_migrated(tmp_path):
-    """Version 1 had no `config_version` and no `llm.architecture`; its own values are kept and
-    the user's source mixture is not merged with the default one."""
+    """Version 1 had no `config_version`, no `llm.architecture` and no packing; its own values
+    are kept and the user's source mixture is not merged with the default one."""
     old = json.loads(base().to_json_best_effort())
-    del old["llm"]["architecture"]
+    del old["llm"]["architecture"], old["data"]["packed_length"], old["data"]["max_per_row"]
     old["data"]["sources"] = {"clotho": 1.0}
     old["train"]["steps"] = 7
     (tmp_path / "config.json").write_text(json.dumps(old))
     config = read_json(tmp_path / "config.json")
     assert config.llm.architecture.to_dict() == {} and config.train.steps == 7
     assert config.data.sources.to_dict() == {"clotho": 1.0}
+    # runs from before packing trained one example per row: they read back unpacked
+    assert (config.data.packed_length, config.data.max_per_row) == (0, base().data.max_per_row)
+
+
+def test_a_version_2_config_json_reads_back_unpacked(tmp_path):
+    old = json.loads(base().to_json_best_effort())
+    del old["data"]["packed_length"], old["data"]["max_per_row"]
+    (tmp_path / "config.json").write_text(json.dumps({"config_version": 2, **old}))
+    assert read_json(tmp_path / "config.json").data.packed_length == 0
 
 
 def test_a_newer_config_json_is_refused_in_one_line(tmp_path):

@@ -65,10 +65,13 @@ class Checkpoints:
         items = {
             "state": ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, target))
         }
-        if data_iterator is not None:
+        # step 0 is never saved by training: it is an imported starting point (`convert mats`),
+        # which has no data position; the data then starts from the beginning
+        imported = step == 0 and not (self.directory / str(step) / "data").exists()
+        if data_iterator is not None and not imported:
             items["data"] = ocp.args.JsonRestore()
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-        if data_iterator is not None:
+        if data_iterator is not None and not imported:
             data_iterator.set_state(restored.data)
         return restored.state
 
@@ -83,12 +86,7 @@ class Checkpoints:
             try:
                 return step, self.restore(step, target, data_iterator)
             except Exception as e:  # orbax and tensorstore raise many types for a damaged file
-                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-                print(
-                    f"warning: checkpoint {self.directory / str(step)} cannot be restored "
-                    f"({reason}); trying the one before it",
-                    file=sys.stderr,
-                )
+                self._say_unrestorable(step, e)
                 if damaged_to is not None:
                     if distributed.is_process_zero():
                         damaged_to.mkdir(parents=True, exist_ok=True)
@@ -114,12 +112,7 @@ class Checkpoints:
             try:
                 restored = self._restore_weights(step, trainable, rngs)
             except Exception as e:  # orbax and tensorstore raise many types for a damaged file
-                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-                print(
-                    f"warning: checkpoint {self.directory / str(step)} cannot be restored "
-                    f"({reason}); trying the one before it",
-                    file=sys.stderr,
-                )
+                self._say_unrestorable(step, e)
                 continue
             if step != steps[0]:
                 print(f"using checkpoint {self.directory / str(step)}", file=sys.stderr)
@@ -139,6 +132,13 @@ class Checkpoints:
         restored = self.manager.restore(step, args=ocp.args.Composite(state=args)).state
         return restored["trainable"], restored["rngs"]
 
+    def _say_unrestorable(self, step: int, error: Exception) -> None:
+        print(
+            f"warning: checkpoint {self.directory / str(step)} cannot be restored "
+            f"({first_line(error)}); trying the one before it",
+            file=sys.stderr,
+        )
+
     def wait(self) -> None:
         self.manager.wait_until_finished()
         self._raise_if_a_save_failed()
@@ -147,8 +147,14 @@ class Checkpoints:
         try:
             self.manager.check_for_errors()
         except Exception as e:  # whatever the storage raised: disk full, permissions, ...
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            raise RunError(f"{self.directory}: a checkpoint could not be written ({reason})") from e
+            raise RunError(
+                f"{self.directory}: a checkpoint could not be written ({first_line(e)})"
+            ) from e
 
     def close(self) -> None:
         self.manager.close()
+
+
+def first_line(error: Exception) -> str:
+    """An exception's message as one short line (tensorstore's run to dozens)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]

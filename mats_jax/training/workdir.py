@@ -60,6 +60,10 @@ FIXED_BY_CHECKPOINTS = (
 )
 
 
+# ... of those, what only the data position depends on (free when a checkpoint has none: an import)
+DATA_POSITION = ("data.", "train.batch_size", "train.grad_accum", "train.seed")
+
+
 def read_config(workdir: Path) -> ml_collections.ConfigDict:
     return read_json(Path(workdir) / CONFIG_FILE)
 
@@ -101,10 +105,13 @@ def restore_weights(
         manager.close()
 
 
-def check_restart(workdir: Path, config: ml_collections.ConfigDict) -> dict[str, tuple[Any, Any]]:
+def check_restart(
+    workdir: Path, config: ml_collections.ConfigDict, *, data_fixed: bool = True
+) -> dict[str, tuple[Any, Any]]:
     """The changes `config` makes to the run that wrote `workdir`'s config.json, {key: (old,
     new)}: only harmless ones. A change to what the checkpoints hold (FIXED_BY_CHECKPOINTS) is
-    a ConfigError naming every such key, raised before anything is written."""
+    a ConfigError naming every such key, raised before anything is written. data_fixed False:
+    the checkpoints hold no data position (an import), so DATA_POSITION settings may change."""
     if not (Path(workdir) / CONFIG_FILE).is_file():
         return {}
     old, new = (
@@ -116,7 +123,11 @@ def check_restart(workdir: Path, config: ml_collections.ConfigDict) -> dict[str,
         for k in sorted(old.keys() | new.keys())
         if old.get(k) != new.get(k)
     }
-    fixed = {k: v for k, v in changes.items() if k.startswith(FIXED_BY_CHECKPOINTS)}
+    fixed = {
+        k: v
+        for k, v in changes.items()
+        if k.startswith(FIXED_BY_CHECKPOINTS) and (data_fixed or not k.startswith(DATA_POSITION))
+    }
     if fixed:
         listed = "; ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in fixed.items())
         raise ConfigError(

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 
 from mats_jax.convert.__main__ import main
 from mats_jax.convert.hf_io import read_safetensors
@@ -230,13 +231,16 @@ def imported_vicuna(tmp_path_factory):
         | mats_original.legacy_gpt2_buffers()
     )
     trained = mats_original.write_original_checkpoint(tmp / "checkpoint_best.pth", shapes, buffers)
-    script = (  # the command, and its peak resident memory
-        "import json, resource, runpy, sys\n"
+    # the command, and its peak resident memory: VmHWM of its own address space (ru_maxrss would
+    # include the resident size of the test process it was forked from)
+    script = (
+        "import json, re, runpy, sys\n"
         "sys.argv = ['mats_jax.convert', *json.loads(sys.argv[1])]\n"
         "try:\n"
         "    runpy.run_module('mats_jax.convert', run_name='__main__')\n"
         "finally:\n"
-        "    print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+        "    status = open('/proc/self/status').read()\n"
+        "    print('peak', int(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1)) * 1024)\n"
     )
     argv = ["mats", "--source", str(tmp / "checkpoint_best.pth"), "--out", str(tmp / "work")]
     argv += ["--config", str(MATS_LLAMA)]
@@ -348,3 +352,48 @@ def test_importing_with_an_llm_of_another_architecture_is_refused(
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "vocab_size 49152, but llm.architecture says 32001" in err, err
     assert not (tmp_path / "w").exists()
+
+
+def test_the_trainer_starts_from_an_imported_checkpoint(original, tmp_path):
+    """The imported step 0 holds weights but no data position: the trainer's restore takes its
+    weights (moving nothing aside) and leaves the data at its start, and a restart on it may
+    set the data and batch layout (what only a data position depends on), not the model."""
+    from mats_jax.config import ConfigError
+    from mats_jax.mats.build import build_mats
+    from mats_jax.training import optim, steps, workdir
+
+    tmp, _, _ = original
+    work = tmp_path / "imported"
+    source = ["mats", "--source", str(tmp / "mats.pth"), "--config", str(tmp / "config.py")]
+    assert main([*source, "--out", str(work)]) == 0
+    config = workdir.read_config(work)
+    graphdef, trainable, rngs, frozen = steps.split(build_mats(config)[0])
+    fresh = steps.init_state(trainable, rngs, optim.from_config(config.train)[0])
+
+    class Data:  # the trainer's data iterator: its position must stay where it is
+        def get_state(self):
+            return {}
+
+        def set_state(self, state):
+            raise AssertionError("an imported checkpoint has no data position to restore")
+
+    checkpoints = workdir.checkpoints(work, config, writer=True)
+    step, state = checkpoints.restore_newest(fresh, Data(), damaged_to=work / "damaged")
+    checkpoints.close()
+    assert step == 0 and not (work / "damaged").exists()
+    imported = Listener.from_workdir(work, load_clap=False)
+    _, expected, _, _ = steps.split(imported.model)
+    ours, theirs = nnx.to_flat_state(state.trainable), nnx.to_flat_state(expected)
+    assert len(ours) == len(theirs) > 0
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(ours, theirs))
+
+    config.data.corpus, config.train.batch_size = str(tmp_path), 4
+    assert workdir.check_restart(work, config, data_fixed=False).keys() == {
+        "data.corpus",
+        "train.batch_size",
+    }
+    with pytest.raises(ConfigError, match="data.corpus"):
+        workdir.check_restart(work, config, data_fixed=True)
+    config.mapper.dim = 32
+    with pytest.raises(ConfigError, match="mapper.dim 64 -> 32"):
+        workdir.check_restart(work, config, data_fixed=False)
