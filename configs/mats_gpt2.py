@@ -11,22 +11,13 @@ Expect: a few GPU-days on one A100-class GPU; captioning quality below MATS-LLaM
 """
 
 from mats_jax.config import base
+from mats_jax.data.sources import PAPER_MIXTURE
 
 
 def get_config():
     c = base()
     c.lora.update(targets=("c_attn",))
-    c.data.update(
-        sources={
-            "audiocaps": 1.0,
-            "clotho": 1.0,
-            "audioset": 1.0,
-            "esc50": 0.2,
-            "urbansound8k": 0.5,
-            "clotho_aqa": 0.5,
-            "wavcaps_soundbible": 0.3,
-        }
-    )
+    c.data.update(sources=dict(PAPER_MIXTURE))
     # 22 packed rows of 512 positions hold about the paper's 128 examples a step
     c.train.update(steps=90_000, batch_size=22, lr=5e-5)
     return c

@@ -25,6 +25,7 @@ gradients. A v5e-16 (16 GiB chips) needs the weights split: `--config.mesh.data=
 """
 
 from mats_jax.config import base
+from mats_jax.data.sources import PAPER_MIXTURE
 
 # Vicuna-7B v1.5's Hugging Face config after `--add-pad-token "[PAD]"` (vocab 32001, pad 32000):
 # what `python -m mats_jax.aot` compiles when no llm.checkpoint is given (a checkpoint's own
@@ -50,17 +51,7 @@ VICUNA_7B = dict(
 def get_config():
     c = base()
     c.llm.update(dtype="bfloat16", param_dtype="bfloat16", architecture=VICUNA_7B)
-    c.data.update(
-        sources={
-            "audiocaps": 1.0,
-            "clotho": 1.0,
-            "audioset": 1.0,
-            "esc50": 0.2,
-            "urbansound8k": 0.5,
-            "clotho_aqa": 0.5,
-            "wavcaps_soundbible": 0.3,
-        }
-    )
+    c.data.update(sources=dict(PAPER_MIXTURE))
     c.mesh.update(data=-1, fsdp=1, tensor=1)
     # 16 packed rows of 512 positions hold about the paper's 96 examples a step (examples of
     # the real mixture take 65-111 positions; rows come out about 91% full)

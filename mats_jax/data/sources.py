@@ -302,6 +302,18 @@ class Source:
     eval_splits: tuple[str, ...] = ()
 
 
+# What configs/mats_llama.py and mats_gpt2.py train on: the sources that can be rebuilt from
+# public text, with their sampling ratios.
+PAPER_MIXTURE = {
+    "audiocaps": 1.0,
+    "clotho": 1.0,
+    "audioset": 1.0,
+    "esc50": 0.2,
+    "urbansound8k": 0.5,
+    "clotho_aqa": 0.5,
+    "wavcaps_soundbible": 0.3,
+}
+
 SOURCES: dict[str, Source] = {
     "audiocaps": Source(audiocaps, ("train", "val", "test"), ("val", "test")),
     "clotho": Source(clotho, ("train", "val", "test"), ("val", "test")),
