@@ -43,11 +43,65 @@ from mats_jax.runtime.sharding import data_parallel_mesh, replicate, split_rows
 from mats_jax.training import steps
 from mats_jax.training import workdir as workdirs
 
+# Where the original's transliteration (the `unidecode` package, GPL-2.0, which we do not ship)
+# writes something other than `anyascii` in Latin-1, Latin Extended-A, General Punctuation and
+# for U+FFFD (what an incomplete UTF-8 byte sequence decodes to): with these, the two agree on
+# every character of those blocks. Elsewhere (other scripts, symbols) anyascii's is used.
+_AS_THE_ORIGINAL = str.maketrans(
+    {
+        "\u00a2": "C/",
+        "\u00a3": "PS",
+        "\u00a4": "$?",
+        "\u00a5": "Y=",
+        "\u00a7": "SS",
+        "\u00a9": "(c)",
+        "\u00ae": "(r)",
+        "\u00b7": "*",
+        "\u00bc": " 1/4",
+        "\u00bd": " 1/2",
+        "\u00be": " 3/4",
+        "\u00c6": "AE",
+        "\u00d7": "x",
+        "\u0138": "k",
+        "\u014a": "NG",
+        "\u0152": "OE",
+        "\u200b": " ",
+        "\u2014": "--",
+        "\u2015": "--",
+        "\u201a": ",",
+        "\u201e": ",,",
+        "\u2023": "*>",
+        "\u2027": ".",
+        "\u2028": "\n",
+        "\u2029": "\n\n",
+        "\u2043": "--",
+        "\u2045": "-[",
+        "\u2046": "]-",
+        "\u204b": "PP",
+        "\u204c": "(]",
+        "\u204d": "[)",
+        "\u2052": "%",
+        **dict.fromkeys(
+            "\u204f\u2050\u2051\u2054\u2055\u2056\u2058\u2059\u205a\u205b\u205c\u205d\u205e", ""
+        ),
+        "\ufffd": "",
+    }
+)
+
+
+def transliterate(text: str) -> str:
+    """`text` in ASCII as the original's `unidecode` writes it (see _AS_THE_ORIGINAL)."""
+    return anyascii(text.translate(_AS_THE_ORIGINAL))
+
 
 def postprocess(text: str) -> str:
-    """The paper's clean-up: ASCII transliteration, ", " comma spacing, a capital first letter."""
-    text = re.sub(r"\s*,\s*", ", ", anyascii(text)).strip()
-    return text[:1].upper() + text[1:]
+    """A generated text cleaned up as the original's are, step for step, so that scores compare:
+    `capitalize()` (first character upper-cased, every other lower-cased) and `strip()` as its
+    `generate` returns texts, then its `post_process`: ASCII transliteration, ", " after every
+    comma and none before it, every run of spaces one space, stripped."""
+    text = transliterate(text.capitalize().strip())
+    text = re.sub(" +", " ", text.replace(",", " , ")).replace(" ,", ",")
+    return text.strip()
 
 
 @dataclasses.dataclass
