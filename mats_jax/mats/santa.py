@@ -121,6 +121,13 @@ class MemoryBank:
             return cls(**{f.name: jnp.asarray(data[f.name]) for f in dataclasses.fields(cls)})
 
 
+def bank_texts(folder: str | Path) -> list[str]:
+    """The texts of a bank's rows, in bank order, as `python -m mats_jax.memory_bank` records them
+    in bank.json (empty for a bank saved without them)."""
+    info = Path(folder) / INFO
+    return json.loads(info.read_text()).get("texts", []) if info.is_file() else []
+
+
 def check_bank_folder(folder: str | Path, *, overwrite: bool = False) -> None:
     """Raises FileExistsError unless `MemoryBank.save` may write `folder`: free, empty, or (with
     overwrite) a bank saved before."""
@@ -190,12 +197,57 @@ def retrieve_with_noise(
 ) -> jax.Array:
     """Santa for a batch [B, D] with the standard-normal noise [B, top_l, D] given (top_l from it).
     `member_batch` (default: `default_member_batch`) only trades speed for memory."""
+    a = _santa_input(audio, variant)
+    _, picked = _nearest_members(bank, a, noise.shape[1], member_batch)
+    return _mix_with_perturbed(
+        a,
+        bank.embeddings[picked],  # unit rows
+        noise,
+        temperature=temperature,
+        mix=mix,
+        noise_variance=noise_variance,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("top_l", "variant"))
+def explain_retrieval(
+    bank: MemoryBank,
+    audio: jax.Array,
+    *,
+    key: jax.Array,
+    top_l: int = 32,
+    temperature: float = 10.0,
+    noise_variance: float = 0.015,
+    variant: str = "original",
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """What `retrieve` with the same arguments mixes in, so that a person can see it: (nearest
+    cluster [B], the bank rows picked [B, top_l], their softmax weights [B, top_l]). The weights
+    are those of the noise-perturbed texts, from the same noise draws as `retrieve`."""
+    a = _santa_input(audio, variant)
+    cluster, picked = _nearest_members(bank, a, top_l, None)
+    x, noise = bank.embeddings[picked], _retrieval_noise(key, audio, top_l)
+    dots, _ = _perturbed_dots(a, x, noise, jnp.sqrt(noise_variance))
+    return cluster, picked, jax.nn.softmax(temperature * dots, axis=-1)
+
+
+def _santa_input(audio: jax.Array, variant: str) -> jax.Array:
+    """The audio embedding as the variant uses it: raw ("original") or unit ("paper")."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    top_l = noise.shape[1]
     a = audio.astype(jnp.float32)
-    if variant == "paper":
-        a = l2_normalize(a)
+    return l2_normalize(a) if variant == "paper" else a
+
+
+def _retrieval_noise(key: jax.Array, audio: jax.Array, top_l: int) -> jax.Array:
+    """The standard-normal perturbation [B, top_l, D] of the retrieved texts."""
+    return jax.random.normal(key, (audio.shape[0], top_l, audio.shape[1]))
+
+
+def _nearest_members(
+    bank: MemoryBank, a: jax.Array, top_l: int, member_batch: int | None
+) -> tuple[jax.Array, jax.Array]:
+    """(nearest non-empty cluster [B], its top_l members nearest to a [B, top_l]), padded by
+    the cluster's first member when it has fewer."""
     # nearest non-empty centre (an empty cluster kept its centre but has nobody to retrieve)
     to_centres = jnp.where(bank.counts[None, :] > 0, _squared_distances(a, bank.centres), jnp.inf)
     cluster = jnp.argmin(to_centres, axis=1)
@@ -228,14 +280,7 @@ def retrieve_with_noise(
     picked = jnp.take_along_axis(members, order, axis=1)
     # a cluster smaller than top_l: all its members, then its first member repeated
     picked = jnp.where(jnp.arange(top_l)[None, :] < count, picked, members[:, :1])
-    return _mix_with_perturbed(
-        a,
-        bank.embeddings[picked],
-        noise,
-        temperature=temperature,  # unit rows
-        mix=mix,
-        noise_variance=noise_variance,
-    )
+    return cluster, picked
 
 
 def _mix_with_perturbed(
@@ -252,6 +297,18 @@ def _mix_with_perturbed(
     ‖x + s·n‖² = 1 + 2s⟨x, n⟩ + s²‖n‖², and ⟨a, t⟩ and Σ w t follow from the same dot products.
     Only reductions over x and n remain (a few reads, no [B, L, D] writes)."""
     s = jnp.sqrt(noise_variance)
+    dots, norm = _perturbed_dots(a, x, noise, s)
+    scale = jax.nn.softmax(temperature * dots, axis=-1) / norm
+    texts = jnp.einsum("bl,bld->bd", scale, x, precision=EXACT) + s * jnp.einsum(
+        "bl,bld->bd", scale, noise, precision=EXACT
+    )
+    return mix * a + (1.0 - mix) * texts
+
+
+def _perturbed_dots(
+    a: jax.Array, x: jax.Array, noise: jax.Array, s: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """(⟨a, t_l⟩, ‖x_l + s·n_l‖) [B, L] for t_l = (x_l + s·n_l) / ‖x_l + s·n_l‖ and unit x_l."""
     norm = jnp.sqrt(
         1.0
         + 2.0 * s * jnp.einsum("bld,bld->bl", x, noise, precision=EXACT)
@@ -261,11 +318,7 @@ def _mix_with_perturbed(
         jnp.einsum("bd,bld->bl", a, x, precision=EXACT)
         + s * jnp.einsum("bd,bld->bl", a, noise, precision=EXACT)
     ) / norm
-    scale = jax.nn.softmax(temperature * dots, axis=-1) / norm
-    texts = jnp.einsum("bl,bld->bd", scale, x, precision=EXACT) + s * jnp.einsum(
-        "bl,bld->bd", scale, noise, precision=EXACT
-    )
-    return mix * a + (1.0 - mix) * texts
+    return dots, norm
 
 
 @functools.partial(jax.jit, static_argnames=("top_l", "variant"))
@@ -281,11 +334,10 @@ def retrieve(
     variant: str = "original",
 ) -> jax.Array:
     """Santa-mixed embeddings [B, D] for audio embeddings [B, D]; see the module docstring."""
-    noise = jax.random.normal(key, (audio.shape[0], top_l, audio.shape[1]))
     return retrieve_with_noise(
         bank,
         audio,
-        noise,
+        _retrieval_noise(key, audio, top_l),
         temperature=temperature,
         mix=mix,
         noise_variance=noise_variance,

@@ -14,6 +14,7 @@ from mats_jax.mats.model import inject_noise, perturb
 from mats_jax.mats.santa import (
     MemoryBank,
     build_bank,
+    explain_retrieval,
     kmeans,
     maybe_retrieve,
     member_table,
@@ -133,6 +134,35 @@ def test_retrieve_draws_the_training_noise(fixed_bank):
         perturb(x, 0.015, jax.random.normal(key, x.shape)), inject_noise(x, 0.015, key), atol=1e-7
     )
     assert maybe_retrieve(None, x, key=key) is x
+
+
+@pytest.mark.parametrize("variant", ["original", "paper"])
+def test_explain_retrieval_shows_what_retrieve_mixes_in(fixed_bank, variant):
+    """The nearest cluster, the members picked and their weights, recomputed here one embedding
+    at a time, and mixing them by hand gives `retrieve`'s output (the same noise draws)."""
+    bank, clusters, audio = fixed_bank
+    key, top_l, variance = jax.random.key(4), 4, 0.015
+    cluster, picked, weights = (
+        np.asarray(v) for v in explain_retrieval(bank, audio, key=key, top_l=top_l, variant=variant)
+    )
+    embeddings = np.asarray(bank.embeddings, np.float64)
+    centres = np.asarray(bank.centres, np.float64)
+    noise = np.asarray(jax.random.normal(key, (len(audio), top_l, audio.shape[1])), np.float64)
+    mixed = []
+    for i, a in enumerate(audio.astype(np.float64)):
+        if variant == "paper":
+            a = a / np.linalg.norm(a)
+        nonempty = [c for c in range(len(centres)) if clusters[c]]
+        assert cluster[i] == min(nonempty, key=lambda c: np.sum((a - centres[c]) ** 2))
+        own = clusters[cluster[i]]
+        nearest = sorted(own, key=lambda j: np.sum((a - embeddings[j]) ** 2))[:top_l]
+        assert list(picked[i]) == nearest + [own[0]] * (top_l - len(nearest))
+        t = normalise(embeddings[picked[i]] + np.sqrt(variance) * noise[i])
+        w = np.exp(10.0 * t @ a - np.max(10.0 * t @ a))
+        np.testing.assert_allclose(weights[i], w / w.sum(), atol=1e-5)
+        mixed.append(0.7 * a + 0.3 * weights[i] @ t)
+    got = retrieve(bank, audio, key=key, top_l=top_l, variant=variant, noise_variance=variance)
+    np.testing.assert_allclose(np.asarray(got), np.stack(mixed), atol=1e-5)
 
 
 def test_member_table_pads_with_the_first_member():
