@@ -1,21 +1,29 @@
 """python -m mats_jax.evaluate: the paper's zero-shot benchmarks on a trained MATS.
 
     python -m mats_jax.evaluate --workdir=DIR --benchmark=esc50 --data=../shared/data/audio/esc50
-    python -m mats_jax.evaluate --workdir=DIR --benchmark=us8k --data=UrbanSound8K/
     python -m mats_jax.evaluate --workdir=DIR --benchmark=clotho \\
         --data=clotho_captions_evaluation.csv --audio=clotho/evaluation/
-    python -m mats_jax.evaluate --workdir=DIR --benchmark=audiocaps --data=audiocaps/test.csv \\
-        --audio=clips/
-    python -m mats_jax.evaluate --workdir=DIR --benchmark=clotho_aqa \\
-        --data=clotho_aqa/binary_test_eng.csv --audio=clotho/
+    python -m mats_jax.evaluate --workdir=DIR --benchmark=fsd50k --data=FSD50K.ground_truth/ \\
+        --audio=FSD50K.eval_audio/ --classes=class_labels_indices_fsd50k.csv
+    python -m mats_jax.evaluate --workdir=DIR --benchmark=gtzan --data=genres/
+    python -m mats_jax.evaluate --workdir=DIR --benchmark=mmau --data=mmau-test-mini.json \\
+        --audio=test-mini-audios/
 
-Generates with the paper's task prompt, dataset tag and beam search (Santa on when the workdir has
-a memory bank), then scores:
-  classification (esc50, us8k)  the generated tags mapped to the nearest class name by CLAP text
-                                similarity, plus exact and substring matches; a confusion matrix;
-  captioning (clotho, audiocaps) BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr (coco-caption;
-                                Java needed; SPICE only with its Stanford jars in place);
-  QA (clotho_aqa)               accuracy against the majority answer and against any annotator.
+(the README's table lists every benchmark, the metadata it reads and its command). Generates
+with the original eval configs' dataset tag, the paper's task prompt and beam search (Santa on
+when the workdir has a memory bank), then scores:
+  classification (esc50, us8k, tut17, vggsound, gtzan, bjo, vocalsound, ravdess, crema_d, sesa)
+      accuracy of the nearest class name by CLAP text similarity, plus exact and substring
+      matches; a confusion matrix;
+  multi-label (fsd50k: mAP; dcase17: micro-F1)  classes ranked by CLAP text similarity (mAP),
+      and the nearest class of each generated tag as the predicted set (micro F1/P/R);
+  captioning (clotho, audiocaps, musiccaps)  BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr
+      (coco-caption; Java needed; SPICE only with its Stanford jars in place);
+  QA (clotho_aqa)  accuracy against the majority answer and against any annotator;
+  multiple choice (mmau)  MMAU's answer matching, by task, category, sub-category, difficulty
+      (test: answers withheld, so only mmau_predictions.json for MMAU's server);
+  chat (airbench_chat)  no score here: its GPT-4 judge is not available; Chat_result_modelx.jsonl
+      is written for AIR-Bench's score_chat.py.
 Writes report.json, report.md, predictions.jsonl (and confusion.png) to --out (default
 WORKDIR/eval/BENCHMARK-stepN): a new or empty folder, or with --overwrite a previous evaluation's
 (checked before any work; anything else there is never touched). Clips without audio or that
@@ -32,7 +40,7 @@ from mats_jax.runtime.cli import non_negative_int, positive_int, reports_input_e
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from mats_jax.evaluation.benchmarks import BENCHMARKS
+    from mats_jax.evaluation.benchmarks import BENCHMARKS, read_vocabulary
 
     parser = argparse.ArgumentParser(
         prog="python -m mats_jax.evaluate",
@@ -53,6 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--audio", type=Path, help="folder searched for the clips (default: --data's folder)"
     )
+    parser.add_argument(
+        "--classes",
+        type=Path,
+        help="classification: the class list scored against (a class_labels_indices CSV, or "
+        "FSD50K's vocabulary.csv; default: every label the metadata uses)",
+    )
     parser.add_argument("--clap", help="CLAP checkpoint (default: the training config's)")
     parser.add_argument("--santa", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--limit", type=positive_int, help="score only the first N examples")
@@ -68,7 +82,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="replace --out if it is a previous evaluation's output (other folders never are)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.classes is not None:
+        args.classes = read_vocabulary(args.classes)
+    return args
 
 
 @reports_input_errors
@@ -78,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from mats_jax.clap.load import text_encoder
-    from mats_jax.evaluation import benchmarks, report, scoring
+    from mats_jax.evaluation import benchmarks, report, scoring, submission
     from mats_jax.inference.listener import Listener
 
     if args.out:
@@ -87,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     metadata = benchmarks.metadata_file(benchmark, args.data)
     all_examples = benchmarks.read_examples(benchmark, metadata)
     examples = all_examples[: args.limit]
+    classes = scoring.classes_for(benchmark.scoring, all_examples, args.classes)
     if benchmark.kind == "captioning":
         scoring.require_java()
     audio_root = args.audio or (args.data if args.data.is_dir() else metadata.parent)
@@ -135,13 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     metrics, unavailable, confusion = scoring.score(
-        benchmark.kind,
-        texts,
-        [e.references for e in scored],
-        embed_texts=embed_texts,
-        classes=sorted({e.references[0] for e in all_examples})
-        if benchmark.kind == "classification"
-        else (),
+        benchmark.scoring, texts, scored, embed_texts=embed_texts, classes=classes
     )
 
     summary = {
@@ -167,7 +179,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         for e, text in zip(scored, texts)
     ]
-    report.write(out, summary, predictions, confusion, overwrite=args.overwrite)
+    report.write(
+        out,
+        summary,
+        predictions,
+        confusion,
+        files=submission.files(benchmark.scoring, scored, texts),
+        overwrite=args.overwrite,
+    )
     if missing:
         print(
             f"skipped {len(missing)} clips with no audio under {audio_root} "

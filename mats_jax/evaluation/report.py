@@ -1,5 +1,6 @@
 """An evaluation's outputs: report.json, report.md, predictions.jsonl and, for classification,
-confusion.png — written into a temporary folder that becomes the output folder only when
+confusion.png, and for MMAU and AIR-Bench their predictions in the layout of their own scorers —
+written into a temporary folder that becomes the output folder only when
 complete. An existing folder is replaced only when it is a previous evaluation's (its marker
 says so) and overwrite is true (`mats_jax.runtime.fileio.atomic_directory`).
 """
@@ -7,7 +8,7 @@ says so) and overwrite is true (`mats_jax.runtime.fileio.atomic_directory`).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +72,13 @@ def write(
     predictions: list[dict[str, Any]],
     confusion: tuple[np.ndarray, Sequence[str]] | None = None,
     *,
+    files: Mapping[str, str] | None = None,
     overwrite: bool = False,
 ) -> None:
+    """`files`: more {name: text} to write beside the report."""
     with atomic_directory(out, command=COMMAND, overwrite=overwrite) as folder:
+        for name, text in (files or {}).items():
+            (folder / name).write_text(text, encoding="utf-8")
         (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (folder / "report.md").write_text(markdown(report))
         (folder / "predictions.jsonl").write_text(
