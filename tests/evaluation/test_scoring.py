@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mats_jax.evaluation import scoring
+from mats_jax.evaluation.benchmarks import Example
 
 
 def letters(texts: list[str]) -> np.ndarray:
@@ -74,3 +75,82 @@ def test_spice_runs_only_with_its_stanford_jars(tmp_path):
     for jar in scoring.SPICE_JARS:
         (tmp_path / jar).write_bytes(b"")
     assert scoring.spice_unavailable(tmp_path) is None
+
+
+CLASS_WORDS = ("dog", "rain", "wind")
+
+
+def class_word_counts(texts: list[str]) -> np.ndarray:
+    """A stand-in text embedding: how often each of `CLASS_WORDS` appears in the text."""
+    return np.array([[t.lower().split().count(w) for w in CLASS_WORDS] for t in texts], float)
+
+
+def by_words(texts: list[str]) -> np.ndarray:
+    return class_word_counts([t.replace(",", " ").replace(";", " ") for t in texts])
+
+
+def test_multilabel_map_and_micro_f1_by_hand():
+    texts = ["dog, rain", "dog", "rain", "rain; wind"]
+    truths = [["dog"], ["dog", "rain"], ["wind"], ["rain"]]
+    scores = scoring.multilabel_scores(texts, truths, list(CLASS_WORDS), by_words)
+    # cosine of each whole text to dog / rain / wind (unit word-count vectors):
+    #   "dog, rain" .707/.707/0   "dog" 1/0/0   "rain" 0/1/0   "rain; wind" 0/.707/.707
+    # dog:  ranks "dog"(1, pos) "dog, rain"(.707, pos), then the negatives: AP 1
+    # rain: "rain"(1, neg), tie at .707 {"dog, rain" neg, "rain; wind" pos}: after the tie
+    #       1 TP of 3, precision 1/3, recall +1/2; then "dog"(0, pos): 2 of 4, precision 1/2,
+    #       recall +1/2 -> AP 1/6 + 1/4 = 5/12
+    # wind: "rain; wind"(.707, neg), then a tie at 0 of the other three holding the one
+    #       positive: 1 TP of 4 -> AP 1/4
+    # mAP = (1 + 5/12 + 1/4) / 3 = 5/9
+    assert scores["mAP"] == pytest.approx(5 / 9)
+    # predicted sets (nearest class of each tag): {dog, rain} {dog} {rain} {rain, wind}
+    #   vs truths {dog} {dog, rain} {wind} {rain}:
+    #   TP: dog(1) dog(2) rain(4) = 3; FP: rain(1) rain(3) wind(4) = 3; FN: rain(2) wind(3) = 2
+    # micro-F1 = 2·3 / (2·3 + 3 + 2) = 6/11; precision 3/6; recall 3/5
+    assert scores["micro_F1"] == pytest.approx(6 / 11)
+    assert scores["micro_precision"] == pytest.approx(0.5)
+    assert scores["micro_recall"] == pytest.approx(0.6)
+
+
+def test_average_precision_counts_tied_scores_together_whatever_their_order():
+    # scores .5 .5 .1, positives at one of the tied and at .1: after the tie 1 TP of 2
+    # (precision 1/2, recall +1/2), after .1 2 of 3 (precision 2/3, recall +1/2):
+    # AP = 1/4 + 1/3 = 7/12, whichever of the tied clips comes first
+    scores = np.array([0.5, 0.5, 0.1])
+    assert scoring.average_precision(scores, np.array([1, 0, 1])) == pytest.approx(7 / 12)
+    assert scoring.average_precision(scores, np.array([0, 1, 1])) == pytest.approx(7 / 12)
+    # no ties: positives at ranks 2 and 3 -> (1/2 + 2/3) / 2
+    scores = np.array([0.9, 0.5, 0.1])
+    assert scoring.average_precision(scores, np.array([0, 1, 1])) == pytest.approx(7 / 12)
+    assert scoring.average_precision(scores, np.array([1, 0, 1])) == pytest.approx(5 / 6)
+
+
+def test_classes_are_matched_to_a_class_list_as_text():
+    vocabulary = ["bird chirping tweeting", "dog"]  # as LTU's VGGSound list spells them
+    examples = [Example("a", ("bird chirping, tweeting",)), Example("b", ("dog",))]
+    assert scoring.classes_for("classification", examples, vocabulary) == vocabulary
+    assert scoring.classes_for("classification", examples) == ["bird chirping, tweeting", "dog"]
+    assert scoring.classes_for("captioning", examples) == []
+    with pytest.raises(scoring.UnknownClass, match="cat"):
+        scoring.classes_for("multilabel", [Example("c", ("dog", "cat"))], vocabulary)
+    # the truth "bird chirping, tweeting" is the list's class 0 despite its comma; "dog" is
+    # predicted (nearest by letter counts), so the one clip lands in confusion[0, 1]
+    metrics, confusion = scoring.classification_scores(
+        ["dog"], ["bird chirping, tweeting"], vocabulary, letters
+    )
+    np.testing.assert_array_equal(confusion, [[0, 1], [0, 0]])
+    assert metrics["accuracy_clap"] == 0.0
+
+
+def test_benchmarks_scored_elsewhere_say_why():
+    examples = [Example("q", (), "How many?", ("one", "two"), {"task": "sound"})]
+    metrics, unavailable, _ = scoring.score("choice", ["one"], examples)
+    assert metrics == {} and "withheld" in unavailable["accuracy"]
+    metrics, unavailable, _ = scoring.score("chat", ["an answer"], [Example("c", ("gt",), "q")])
+    assert metrics == {} and "GPT-4" in unavailable["GPT-4 judge score"]
+    metrics, _, _ = scoring.score(
+        "choice",
+        ["two", "one"],
+        [Example("q", ("two",), "q", ("one", "two"), {"task": "sound"})] * 2,
+    )
+    assert metrics == {"accuracy": 0.5, "accuracy/task/sound": 0.5}
