@@ -18,6 +18,8 @@ def get_config():
     c = base()
     c.lora.update(targets=("c_attn",))
     c.data.update(sources=dict(PAPER_MIXTURE))
+    # the text tower in train mode every step, as the original trains (dropout before the noise)
+    c.clap.update(text_dropout=True)
     # 22 packed rows of 512 positions hold about the paper's 128 examples a step
     c.train.update(steps=90_000, batch_size=22, lr=5e-5)
     return c

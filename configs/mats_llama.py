@@ -52,6 +52,8 @@ def get_config():
     c = base()
     c.llm.update(dtype="bfloat16", param_dtype="bfloat16", architecture=VICUNA_7B)
     c.data.update(sources=dict(PAPER_MIXTURE))
+    # the text tower in train mode every step, as the original trains (dropout before the noise)
+    c.clap.update(text_dropout=True)
     c.mesh.update(data=-1, fsdp=1, tensor=1)
     # 16 packed rows of 512 positions hold about the paper's 96 examples a step (examples of
     # the real mixture take 65-111 positions; rows come out about 91% full)

@@ -41,7 +41,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
-from mats_jax.config import check_layout, check_paths, check_values
+from mats_jax.config import check_layout, check_paths, check_values, targets_per_row
 from mats_jax.mats.build import abstract_mats, llm_architecture
 from mats_jax.mats.model import MATS, TRAINABLE
 from mats_jax.mats.prompt import InferenceBatch, PackedBatch, TrainingBatch
@@ -115,7 +115,10 @@ def abstract_batch(config: ml_collections.ConfigDict, head_length: int) -> steps
         grid = rows + (d.packed_length,)
         slots = rows + (d.max_per_row,)
         inputs = PackedBatch(
-            *(sds(grid, jnp.int32) for _ in range(4)), sds(grid, jnp.bool_), sds(slots, jnp.bool_)
+            *(sds(grid, jnp.int32) for _ in range(4)),
+            sds(grid, jnp.bool_),
+            sds(slots, jnp.bool_),
+            sds(rows + (targets_per_row(d),), jnp.int32),
         )
         return steps.Batch(inputs, sds(slots + (config.clap.dim,), jnp.float32))
     tail = rows + (d.tail_length,)

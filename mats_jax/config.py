@@ -23,9 +23,10 @@ from mats_jax.runtime.errors import InputError
 from mats_jax.runtime.fileio import atomic_file
 from mats_jax.runtime.sharding import BATCH_AXES, DEFAULT_RULES
 
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 """1: written before the version existed (no `llm.architecture`); 2: no packing (those runs
-trained one example per row: they read back with data.packed_length 0); 3: this schema."""
+trained one example per row: they read back with data.packed_length 0); 3: packed rows without a
+bound on their targets (read back with data.max_targets_per_row 0); 4: this schema."""
 _VERSION_KEY = "config_version"
 
 
@@ -38,7 +39,10 @@ def base() -> ml_collections.ConfigDict:
     # "": the embedded SmolLM2. architecture: the HF config of the LLM when no checkpoint is at
     # hand (ahead-of-time compilation, importing trained weights); a checkpoint's own wins.
     c.llm = dict(checkpoint="", dtype="float32", param_dtype="float32", architecture={})
-    c.clap = dict(checkpoint="", seed=0, dim=1024)  # "": random CLAP weights (said loudly)
+    # checkpoint "": random CLAP weights (said loudly). text_dropout: each train step embeds its
+    # captions with the text tower in train mode (GPT-2's and the projection's dropouts), as the
+    # original's `model.train()` does; off: the cached eval-mode embeddings. Validation: cached.
+    c.clap = dict(checkpoint="", seed=0, dim=1024, text_dropout=False)
     c.mapper = dict(
         mapping_type="transformer",
         dim=1024,
@@ -62,6 +66,10 @@ def base() -> ml_collections.ConfigDict:
         max_answer_tokens=150,
         packed_length=512,
         max_per_row=8,  # examples of the real mixture take 65-111 positions: ~6 fill a row
+        # the LM head runs on this many positions per row (those predicting an answer token or
+        # EOS); the packer keeps every row within it. 0: on every position. At least one
+        # example's most (max_answer_tokens + 1).
+        max_targets_per_row=160,
     )
     c.train = dict(
         steps=360_000,
@@ -81,7 +89,10 @@ def base() -> ml_collections.ConfigDict:
         prng_impl="threefry2x32",  # "rbg": the accelerator's own generator (cheap dropout)
         profile_start=10,
         profile_steps=0,
-    )  # steps > 0: a profiler trace in WORKDIR/tensorboard
+        # a new run from another's trainable weights, fresh optimiser, step 0: a workdir (its
+        # newest checkpoint), WORKDIR/checkpoints/STEP, or a `convert mats` import
+        init_from="",
+    )  # profile_steps > 0: a profiler trace in WORKDIR/tensorboard
     c.eval = dict(every=5000, batches=10, batch_size=16, samples=4, max_new_tokens=40)
     c.santa = dict(
         bank_size=5000,
@@ -115,10 +126,16 @@ _AT_LEAST = {  # field: least value (integers)
     "eval.samples": 0,
     "data.packed_length": 0,
     "data.max_per_row": 1,
+    "data.max_targets_per_row": 0,
     "santa.bank_size": 1,
     "santa.clusters": 1,
     "santa.iterations": 0,
 }
+
+
+# The frozen LLM's compute and storage: bfloat16 on TPUs (configs/mats_llama.py), float16 as the
+# original runs it on GPUs; trained parameters stay float32 either way.
+LLM_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _get(config: ml_collections.ConfigDict, name: str) -> Any:
@@ -132,8 +149,30 @@ def check_values(config: ml_collections.ConfigDict) -> None:
         value = _get(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
+    if not isinstance(config.clap.text_dropout, bool):
+        raise ConfigError(
+            f"clap.text_dropout must be true or false, got {config.clap.text_dropout!r}"
+        )
+    for name in ("llm.dtype", "llm.param_dtype"):
+        if _get(config, name) not in LLM_DTYPES:
+            raise ConfigError(
+                f"{name} must be one of {', '.join(LLM_DTYPES)}, got {_get(config, name)!r}"
+            )
     if not any(w > 0 for w in config.data.sources.values()):
         raise ConfigError(f"data.sources {dict(config.data.sources)} has no positive weight")
+    d = config.data
+    most = min(d.max_answer_tokens + 1, d.tail_length)  # one example's targets at most
+    if d.packed_length and d.max_targets_per_row and d.max_targets_per_row < most:
+        raise ConfigError(
+            f"data.max_targets_per_row {d.max_targets_per_row} is less than one example's "
+            f"targets can be (min(data.max_answer_tokens + 1, data.tail_length) = {most})"
+        )
+
+
+def targets_per_row(data: ml_collections.ConfigDict) -> int:
+    """The positions per packed row the LM head runs on (`data.max_targets_per_row`, at most the
+    row; 0 means the whole row)."""
+    return min(data.max_targets_per_row or data.packed_length, data.packed_length)
 
 
 def check_layout(
@@ -245,8 +284,11 @@ def read_json(path: Path) -> ml_collections.ConfigDict:
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path}: not readable JSON ({e})") from None
     version = values.pop(_VERSION_KEY, 1)
-    if isinstance(version, int) and version < 3 and isinstance(values.get("data"), dict):
-        values["data"].setdefault("packed_length", 0)
+    if isinstance(version, int) and isinstance(values.get("data"), dict):
+        if version < 3:
+            values["data"].setdefault("packed_length", 0)
+        if version < 4:
+            values["data"].setdefault("max_targets_per_row", 0)
     if not isinstance(version, int) or version > CONFIG_VERSION:
         raise ConfigError(
             f"{path}: config_version {version!r} is newer than this mats_jax "

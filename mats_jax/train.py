@@ -2,11 +2,14 @@
 
 Override any config value on the command line (`--config.train.lr=1e-4`); an unknown key, a mesh
 that does not fit the devices, a batch that the data axes cannot split, or a missing checkpoint
-path fails before any work. Restarting with the same --workdir resumes exactly where the last
-checkpoint left off (model, optimiser, data order) and says so; a damaged newest checkpoint is
-moved aside and the one before it restored. A restart may change the steps, intervals or
-optimiser settings (said and recorded in config_changes.jsonl), not what the checkpoints hold
-(model sizes, LLM, CLAP, batch layout, data). SIGTERM or Ctrl-C saves a checkpoint and exits.
+path fails before any work. `--config.train.init_from=WORKDIR` (or WORKDIR/checkpoints/STEP, or
+a `convert mats` import) starts a new run from that checkpoint's trainable weights with a fresh
+optimiser at step 0 (said, and recorded in run_start.json); an import is never resumed itself.
+Restarting with the same --workdir resumes exactly where the last checkpoint left off (model,
+optimiser, data order) and says so; a damaged newest checkpoint is moved aside and the one before
+it restored. A restart may change the steps, intervals or optimiser settings (said and recorded
+in config_changes.jsonl), not what the checkpoints hold (model sizes, LLM, CLAP, batch layout,
+data). SIGTERM or Ctrl-C saves a checkpoint and exits.
 One trainer per workdir: a second one fails at once, naming the first.
 
 The same command runs as every process of a multi-host run (launch/): each process reads only
@@ -36,7 +39,15 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
 from mats_jax.clap import text_cache
-from mats_jax.config import ConfigError, check_layout, check_paths, check_values
+from mats_jax.clap.load import load_clap_or_random
+from mats_jax.clap.text_dropout import TrainModeText
+from mats_jax.config import (
+    ConfigError,
+    check_layout,
+    check_paths,
+    check_values,
+    targets_per_row,
+)
 from mats_jax.data import pipeline
 from mats_jax.data.prepare import corpus_for_run
 from mats_jax.mats.build import build_mats
@@ -119,10 +130,7 @@ def guard_workdir(workdir: Path, config: ml_collections.ConfigDict):
         lock = workdirs.WorkdirLock(workdir).__enter__()
         try:
             saved = workdirs.saved_steps(workdir)
-            # an imported starting point (step 0 alone) holds weights, not a data position
-            changes = (
-                workdirs.check_restart(workdir, config, data_fixed=saved != [0]) if saved else {}
-            )
+            changes = workdirs.check_restart(workdir, config) if saved else {}
             if changes:
                 listed = "; ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
                 print(f"changed since the last run: {listed}", file=sys.stderr)
@@ -139,17 +147,23 @@ def guard_workdir(workdir: Path, config: ml_collections.ConfigDict):
 
 def train(config: ml_collections.ConfigDict, workdir: Path) -> None:
     check_config(config)
+    source = workdirs.start_of_run(workdir, config)
     lock = guard_workdir(workdir, config)
     try:
-        run(config, workdir, lock)
+        run(config, workdir, lock, source)
     finally:
         if lock is not None:
             lock.__exit__(None, None, None)
 
 
 def run(
-    config: ml_collections.ConfigDict, workdir: Path, lock: workdirs.WorkdirLock | None
+    config: ml_collections.ConfigDict,
+    workdir: Path,
+    lock: workdirs.WorkdirLock | None,
+    source: workdirs.InitSource | None = None,
 ) -> None:
+    """source: the checkpoint a new run starts from (`train.init_from`), None to resume or start
+    afresh."""
     mesh = make_mesh(config.mesh)
     rules = tuple(tuple(rule) for rule in config.sharding_rules)
     t = config.train
@@ -184,23 +198,36 @@ def run(
         corpus_dir, all_texts, checkpoint=config.clap.checkpoint, seed=config.clap.seed, mesh=mesh
     )
 
+    # clap.text_dropout: train batches carry the texts' CLAP token ids, and each step embeds them
+    # with the frozen text tower in train mode (`steps.attach_clap_text`); validation, samples
+    # and Santa keep the table's eval-mode embeddings.
+    train_clap, slot = table.lookup, (config.clap.dim, np.float32)  # what one example carries
+    if config.clap.text_dropout:
+        tower = TrainModeText(load_clap_or_random(config.clap.checkpoint, seed=config.clap.seed))
+        steps.attach_clap_text(model, tower)
+        train_clap, slot = tower.tokenize, (tower.text_len, np.int32)
+
     def example(record):
         return builder.example(record.instruction, record.tag, record.answer)
 
-    def to_arrays(records):
+    def to_arrays(records, clap_of=train_clap):
         batch = builder.training_batch(
             [r.instruction for r in records], [r.tag for r in records], [r.answer for r in records]
         )
-        return batch, table.lookup([r.text for r in records])
+        return batch, clap_of([r.text for r in records])
 
     def to_packed_arrays(rows):
         batch = builder.packed_batch(
-            [[example(r) for r in row] for row in rows], row_length=row_length, max_per_row=per_row
+            [[example(r) for r in row] for row in rows],
+            row_length=row_length,
+            max_per_row=per_row,
+            max_targets_per_row=targets_per_row(config.data),
         )
-        clap = np.zeros((len(rows), per_row, config.clap.dim), np.float32)  # empty slots: zeros
+        # empty slots: zeros (a zero embedding, or pad ids only, which the tower embeds to zeros)
+        clap = np.zeros((len(rows), per_row, slot[0]), slot[1])
         for i, row in enumerate(rows):
             if row:
-                clap[i, : len(row)] = table.lookup([r.text for r in row])
+                clap[i, : len(row)] = train_clap([r.text for r in row])
         return batch, clap
 
     micro = t.batch_size // t.grad_accum  # rows of a micro-batch
@@ -219,6 +246,8 @@ def run(
             row_length=row_length,
             max_per_row=per_row,
             length_fn=lambda record: builder.example_length(example(record)),
+            max_targets_per_row=targets_per_row(config.data),
+            targets_fn=lambda record: builder.example_targets(example(record)),
             batch_fn=to_packed_arrays,
             **common,
         )
@@ -249,6 +278,16 @@ def run(
     )
     if start is not None and distributed.is_process_zero():
         print(f"resumed from step {start} ({checkpoints.directory / str(start)})", file=sys.stderr)
+    if start is None and source is not None:
+        state = state.replace(trainable=workdirs.restore_init_from(source, config, state.trainable))
+        if distributed.is_process_zero():
+            imported = f" (imported from {source.imported_from})" if source.imported_from else ""
+            print(
+                f"new run from {source.path}{imported}: its trainable weights (mapper, projector, "
+                "LoRA), a fresh optimiser, step 0",
+                file=sys.stderr,
+            )
+            workdirs.record_run_start(workdir, source)
     start = start or 0
 
     train_sharding = steps.batch_sharding(mesh, packed=packed)
@@ -288,7 +327,9 @@ def run(
         """Every process holds all validation records; each places the rows its devices hold."""
         size = len(records)
         lo, hi = (size * shard // shards, size * (shard + 1) // shards)
-        return global_batch([to_arrays(records[lo:hi])], sharding=eval_sharding, rows=size)
+        return global_batch(
+            [to_arrays(records[lo:hi], table.lookup)], sharding=eval_sharding, rows=size
+        )
 
     val_batches = [
         val_batch(val_records[i : i + config.eval.batch_size])

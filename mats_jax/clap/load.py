@@ -49,14 +49,9 @@ def build_clap(
     param_dtype=jnp.float32,
 ) -> CLAP:
     """A CLAP holding `params` (keys and shapes checked first); nothing is randomly initialised."""
-    model = load_params(
+    return load_params(
         abstract_clap(config, dtype=dtype, param_dtype=param_dtype), params, source, STATE_KINDS
     )
-    # eval_shape left the dropout RNG streams abstract: give them real ones
-    for projection in (model.audio_projection, model.text_projection):
-        if hasattr(projection, "dropout"):  # msclap's Projection (LAION's MLP has none)
-            projection.dropout = nnx.Dropout(config.projection_dropout, rngs=nnx.Rngs(0))
-    return model
 
 
 def load_clap(path: str | Path, *, dtype=jnp.float32, param_dtype=jnp.float32) -> CLAP:

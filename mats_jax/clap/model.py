@@ -14,8 +14,9 @@ pad token is "!" (id 0), so a caption containing a literal "!" pools one token e
 purpose, that is what the released weights were trained with. Padding is on the right, so under
 causal attention the pads never reach the pooled token; no attention mask is needed.
 
-The whole model is frozen in MATS and always runs in eval mode; `deterministic=False` only
-enables the projections' dropout (0.5), for completeness.
+The whole model is frozen in MATS and runs in eval mode here. The text tower's train mode
+(GPT-2's dropouts and the projection's, as the original MATS trains with it) is
+`mats_jax.clap.text_dropout.TrainModeText`; `Projection` takes the key of its dropout mask.
 
 "clap-laion" (transformers' `ClapModel`, `ClapConfig.laion()`): the same HTSAT on LAION's features
 (`mats_jax.clap.laion_features`: 48 kHz, hop 480, 10 s -> 1001 frames, bicubic to 1024; optionally
@@ -280,12 +281,15 @@ class Projection(nnx.Module):
         self.layer_norm = LayerNorm(
             d_out, eps=eps, axis_name="joint", dtype=dtype, param_dtype=param_dtype
         )
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout)  # no stream of its own: the caller keys each mask
 
-    def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
+    def __call__(self, x: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
+        """Eval mode, or train mode (dropout on the linear2 branch) with a `dropout_key`."""
         e1 = self.linear1(x)
         e2 = self.dropout(
-            self.linear2(jax.nn.gelu(e1, approximate=False)), deterministic=deterministic
+            self.linear2(jax.nn.gelu(e1, approximate=False)),
+            deterministic=dropout_key is None,
+            rngs=dropout_key,
         )
         return self.layer_norm(e1 + e2)
 
@@ -300,7 +304,7 @@ class MLPProjection(nnx.Module):
         self.linear1 = Linear(d_in, d_out, axes=("embed", "joint"), **kw)
         self.linear2 = Linear(d_out, d_out, axes=("joint_in", "joint"), **kw)
 
-    def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
+    def __call__(self, x: jax.Array) -> jax.Array:
         return self.linear2(jax.nn.relu(self.linear1(x)))
 
 
@@ -378,24 +382,22 @@ class CLAP(nnx.Module):
         `FeatureExtractor` output [B, channels, frames, mel] and its is_longer [B] (fusion)."""
         return self.audio_encoder(features, is_longer)
 
-    def _project_audio(self, latent: jax.Array, deterministic: bool) -> jax.Array:
-        embedding = self.audio_projection(latent, deterministic=deterministic)
+    def _project_audio(self, latent: jax.Array) -> jax.Array:
+        embedding = self.audio_projection(latent)
         return l2_normalize(embedding) if self.laion else embedding
 
-    def embed_audio(
-        self, waveform: jax.Array, *, deterministic: bool = True
-    ) -> tuple[jax.Array, jax.Array]:
+    def embed_audio(self, waveform: jax.Array) -> tuple[jax.Array, jax.Array]:
         """[B, samples] (msclap: 7 s at 44.1 kHz; LAION: 10 s at 48 kHz) -> (embedding, latent):
         msclap [B, 1024] not normalised; LAION [B, 512] L2-normalised; latent [B, 768]."""
         latent = self.encode_audio(waveform).latent
-        return self._project_audio(latent, deterministic), latent
+        return self._project_audio(latent), latent
 
     def embed_audio_features(
-        self, features: jax.Array, is_longer: jax.Array | None = None, *, deterministic: bool = True
+        self, features: jax.Array, is_longer: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array]:
         """`embed_audio` from precomputed features (see `encode_audio_features`)."""
         latent = self.encode_audio_features(features, is_longer).latent
-        return self._project_audio(latent, deterministic), latent
+        return self._project_audio(latent), latent
 
     # text --------------------------------------------------------------------------------
     def pool_index(self, token_ids: jax.Array) -> jax.Array:
@@ -419,17 +421,11 @@ class CLAP(nnx.Module):
         return jnp.take_along_axis(hidden, index[:, None, None], axis=1)[:, 0]
 
     def embed_text(
-        self,
-        token_ids: jax.Array,
-        attention_mask: jax.Array | None = None,
-        *,
-        deterministic: bool = True,
+        self, token_ids: jax.Array, attention_mask: jax.Array | None = None
     ) -> jax.Array:
         """[B, text_len] token ids -> embedding: msclap [B, 1024] not normalised; LAION [B, 512]
         L2-normalised."""
-        embedding = self.text_projection(
-            self.text_features(token_ids, attention_mask), deterministic=deterministic
-        )
+        embedding = self.text_projection(self.text_features(token_ids, attention_mask))
         return l2_normalize(embedding) if self.laion else embedding
 
     # both --------------------------------------------------------------------------------

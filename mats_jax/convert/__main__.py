@@ -9,8 +9,10 @@ clap --from {msclap,hf} --source SOURCE --out DIR
     mats_jax.convert.clap.load_clap).
 mats --source SOURCE --out OUT [--config configs/mats_llama.py] [--llm DIR] [--clap DIR]
     an original MATS checkpoint (.pth, ckpt['model']) -> OUT a workdir that generate, evaluate and
-    the trainer read (the config gives the architecture; --llm/--clap its frozen parts).
-    `python -m mats_jax.export` goes back (original .pth or a PEFT adapter).
+    export read (the config gives the architecture; --llm/--clap its frozen parts), marked as an
+    import (OUT/import.json): the trainer never resumes it, a new run starts from its weights
+    with --config.train.init_from=OUT. `python -m mats_jax.export` goes back (original .pth or a
+    PEFT adapter).
 
 Each writes a new folder, under a temporary name renamed when complete. An existing OUT is
 refused before any work, unless it is empty, or a previous output of the same subcommand and
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote mats_jax checkpoint {args.out}")
     elif args.command == "mats":
         from mats_jax.training import interchange
+        from mats_jax.training.workdir import IMPORT_COMMAND
 
         check_workdir_out(args.out, overwrite=args.overwrite)
         config = load_config_file(args.config)
@@ -90,9 +93,12 @@ def main(argv: list[str] | None = None) -> int:
             config.llm.checkpoint = args.llm
         if args.clap:
             config.clap.checkpoint = args.clap
-        with atomic_directory(args.out, command=MATS_COMMAND, overwrite=args.overwrite) as tmp:
+        with atomic_directory(args.out, command=IMPORT_COMMAND, overwrite=args.overwrite) as tmp:
             interchange.import_mats(args.source, config, tmp)
-        print(f"wrote workdir {args.out}")
+        print(
+            f"wrote workdir {args.out}, an import: generate, evaluate and export read it; train "
+            f"from it with --config.train.init_from={args.out} in a new --workdir"
+        )
     elif store.is_model_folder(args.source):
         from mats_jax.convert import llm as convert_llm
 
@@ -120,22 +126,22 @@ OVERWRITE_HELP = (
     "replace OUT if a previous `convert {}` wrote it (without it, an existing OUT that is not "
     "empty is refused; other folders are never replaced)"
 )
-MATS_COMMAND = "convert mats"  # the marker of the workdirs `convert mats` writes
-# what `convert mats` (`import_mats`) puts in a workdir; anything else there came later
-MATS_WRITES = frozenset({"config.json", "checkpoints", MARKER})
 
 
 def check_workdir_out(out: Path, *, overwrite: bool) -> None:
     """Raises OutputExistsError unless `convert mats` may write the workdir `out`: free, empty,
     or (with overwrite) a previous `convert mats` workdir that nothing has used since (a
     trainer, evaluate or memory_bank would have added files)."""
-    check_directory(out, command=MATS_COMMAND, overwrite=overwrite)
-    added = (
-        sorted(p.name for p in out.iterdir() if p.name not in MATS_WRITES) if out.is_dir() else []
-    )
+    from mats_jax.training import workdir as workdirs
+
+    command = workdirs.IMPORT_COMMAND
+    check_directory(out, command=command, overwrite=overwrite)
+    # what `convert mats` (`import_mats`) puts in a workdir; anything else there came later
+    writes = {workdirs.CONFIG_FILE, workdirs.CHECKPOINTS, workdirs.IMPORT_RECORD, MARKER}
+    added = sorted(p.name for p in out.iterdir() if p.name not in writes) if out.is_dir() else []
     if added:
         raise OutputExistsError(
-            f"{out} is a previous `{MATS_COMMAND}` workdir that has been used since (it now holds "
+            f"{out} is a previous `{command}` workdir that has been used since (it now holds "
             f"{', '.join(added)}); choose another --out"
         )
 

@@ -7,18 +7,24 @@ the carry and of the stream's order only), so the position in the stream plus th
 whole state between batches. The rule:
 
 1. The carried examples are placed first, in order, each into the first row with room (enough
-   free positions and fewer than ``max_per_row`` examples). The carry never holds more than
+   free positions, fewer than ``max_per_row`` examples and, when ``max_targets_per_row`` is
+   set, enough room for the example's targets). The carry never holds more than
    ``rows`` examples and the batch starts empty, so every carried example is placed in the very
    next batch: no example waits more than one batch.
 2. Then examples are pulled from the stream, each placed into the first row with room; one that
    fits no row is carried over (in stream order) to the next batch.
-3. Pulling stops when every row is full (``row_length`` positions or ``max_per_row``
-   examples), when ``lookahead`` consecutive pulls did not fit, when the carry holds ``rows``
-   examples, or when the stream ends.
+3. Pulling stops when every row is full (``row_length`` positions, ``max_per_row``
+   examples or ``max_targets_per_row`` targets), when ``lookahead`` consecutive pulls did not
+   fit, when the carry holds ``rows`` examples, or when the stream ends.
 
 No example is lost or duplicated: every example pulled is in this batch or in the carry. An
 example longer than ``row_length`` cannot be placed in any row and is a ``ValueError`` naming it
-(the caller cuts examples so that this never happens).
+(the caller cuts examples so that this never happens); so is one with more targets than
+``max_targets_per_row``.
+
+Why a bound on targets: the LM head (a vocabulary-wide matrix and softmax) runs only on the
+positions that predict a target, gathered into a static [rows, max_targets_per_row] block; the
+bound keeps that block small (answers are short) while never dropping a target.
 """
 
 from __future__ import annotations
@@ -33,10 +39,12 @@ K = TypeVar("K")
 @dataclasses.dataclass(frozen=True)
 class Example(Generic[K]):
     """An example to pack: an opaque ``key`` (what the caller needs to find it again, e.g. its
-    stream index) and its number of positions."""
+    stream index), its number of positions and of target tokens (counted only against
+    ``FirstFit.max_targets_per_row``)."""
 
     key: K
     length: int
+    targets: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,16 +69,20 @@ class FirstFit:
     row_length: int
     max_per_row: int
     lookahead: int = 64
+    max_targets_per_row: int = 0  # 0: no bound
 
     def __post_init__(self):
         for name in ("rows", "row_length", "max_per_row", "lookahead"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_targets_per_row < 0:
+            raise ValueError(f"max_targets_per_row must be >= 0, got {self.max_targets_per_row}")
 
     def pack(self, carry: Sequence[Example[K]], stream: Iterator[Example[K]]) -> Packed[K]:
         """One batch from the ``carry`` of the previous batch, then the ``stream`` (pulled only
         as far as the rule needs; an ended stream ends the batch early)."""
         free = [self.row_length] * self.rows
+        free_targets = [self.max_targets_per_row or self.row_length] * self.rows
         rows: list[list[Example[K]]] = [[] for _ in range(self.rows)]
         open_rows = list(range(self.rows))  # rows that may still take an example, in order
 
@@ -82,11 +94,17 @@ class FirstFit:
                 )
             if example.length < 1:
                 raise ValueError(f"example {example.key!r} has {example.length} positions")
+            if self.max_targets_per_row and example.targets > self.max_targets_per_row:
+                raise ValueError(
+                    f"example {example.key!r} has {example.targets} targets, more than "
+                    f"max_targets_per_row {self.max_targets_per_row}: cut it before packing"
+                )
             for i, r in enumerate(open_rows):
-                if free[r] >= example.length:
+                if free[r] >= example.length and free_targets[r] >= example.targets:
                     rows[r].append(example)
                     free[r] -= example.length
-                    if free[r] == 0 or len(rows[r]) == self.max_per_row:
+                    free_targets[r] -= example.targets
+                    if 0 in (free[r], free_targets[r]) or len(rows[r]) == self.max_per_row:
                         del open_rows[i]
                     return True
             return False

@@ -263,6 +263,8 @@ def make_packed_iterator(
     max_per_row: int,
     length_fn: Callable[[Record], int],
     batch_fn: Callable[[list[list[Record]]], Any] = list,
+    max_targets_per_row: int = 0,
+    targets_fn: Callable[[Record], int] | None = None,
     seed: int,
     shard_index: int = 0,
     shard_count: int = 1,
@@ -290,6 +292,8 @@ def make_packed_iterator(
         reader threads, so it must be thread-safe, and it must be the same function when a
         state is restored (it is not part of the state's configuration). A length over
         ``row_length`` is a ValueError naming the example: cut examples to fit first.
+      max_targets_per_row, targets_fn: at most that many target tokens per row (0: no bound),
+        an example's targets counted by ``targets_fn`` (thread-safe, like ``length_fn``).
       batch_fn: turns this process's rows (a list of lists of Records; a row may be empty only
         at the end of a finite stream) into what the trainer consumes; runs in the caller's
         thread, on ``next()``.
@@ -300,8 +304,14 @@ def make_packed_iterator(
         raise ValueError(f"shard_index {shard_index} is not in [0, {shard_count})")
     if rows < 1 or rows % shard_count:
         raise ValueError(f"rows {rows} must be a positive multiple of shard_count {shard_count}")
+    if max_targets_per_row and targets_fn is None:
+        raise ValueError("max_targets_per_row needs targets_fn")
     packer = FirstFit(
-        rows=rows, row_length=row_length, max_per_row=max_per_row, lookahead=lookahead
+        rows=rows,
+        row_length=row_length,
+        max_per_row=max_per_row,
+        lookahead=lookahead,
+        max_targets_per_row=max_targets_per_row,
     )
     ds, weights, counts = _mixture(
         corpus_dir, sources=sources, split=split, seed=seed, shuffle=shuffle, num_epochs=num_epochs
@@ -309,7 +319,8 @@ def make_packed_iterator(
 
     def example(index: int, raw: bytes) -> Example[StreamRecord]:
         record = Record.from_json(raw)
-        return Example(StreamRecord(index, record), int(length_fn(record)))
+        targets = int(targets_fn(record)) if targets_fn is not None else 0
+        return Example(StreamRecord(index, record), int(length_fn(record)), targets)
 
     local = rows // shard_count
     config = {
@@ -319,7 +330,7 @@ def make_packed_iterator(
         "seed": seed,
         "shuffle": shuffle,
         "num_epochs": num_epochs,
-        "packing": dataclasses.asdict(packer) | {"rule": "first_fit"},
+        "packing": _packing_state(packer),
     }
     return PackedIterator(
         ds.map_with_index(example),
@@ -328,6 +339,15 @@ def make_packed_iterator(
         batch_fn=batch_fn,
         config=config,
     )
+
+
+def _packing_state(packer: FirstFit) -> dict[str, Any]:
+    """The packer's part of a packed iterator's saved configuration; an unbounded target count
+    is left out, so states saved before that bound existed still restore."""
+    state = dataclasses.asdict(packer) | {"rule": "first_fit"}
+    if not packer.max_targets_per_row:
+        del state["max_targets_per_row"]
+    return state
 
 
 def _mixture(

@@ -115,11 +115,13 @@ class MATS(nnx.Module):
         """`loss` for packed rows: the same token-weighted next-token loss on answer + EOS as
         the examples give unpacked; arguments as `packed_hidden_states`."""
         hidden = self.packed_hidden_states(clap_embedding, batch, noise_key)
-        # position t predicts token t + 1 of its own example: a rolled target, no logits slice
-        # (a target's previous position is always in its example: its prompt or prefix)
-        targets = jnp.roll(batch.tokens, -1, axis=1)
-        mask = jnp.roll(batch.loss_mask, -1, axis=1).at[:, -1].set(False)
-        return next_token_loss(self.llm.logits(hidden), targets, mask)
+        # the LM head only where it is scored: position t predicts token t + 1 of its own
+        # example (a target's previous position is always in its example, its prompt or prefix)
+        scored = batch.predictors >= 0
+        at = jnp.maximum(batch.predictors, 0)
+        hidden = jnp.take_along_axis(hidden, at[..., None], axis=1)  # [R, K, D]
+        targets = jnp.take_along_axis(batch.tokens, at + 1, axis=1)
+        return next_token_loss(self.llm.logits(hidden), targets, scored)
 
     def prompt_embeddings(
         self, clap_embedding: jax.Array, batch: InferenceBatch

@@ -77,6 +77,9 @@ class PackedBatch:
     of the row's e-th example (0-based), -1 elsewhere. loss_mask [R, T] bool: the position's
     token is a target (answer and EOS), predicted by the position before it. examples [R, M]
     bool: which example slots of the row are in use (CLAP rows [R, M] follow the same slots).
+    predictors [R, K] int32: the positions that predict a target (each one before a loss_mask
+    position), in order, then -1: the only positions the LM head runs on (K bounds a row's
+    targets; answers are short, so K is a fraction of T).
     """
 
     tokens: np.ndarray
@@ -85,6 +88,7 @@ class PackedBatch:
     prefix_slot: np.ndarray
     loss_mask: np.ndarray
     examples: np.ndarray
+    predictors: np.ndarray
 
 
 class PromptBuilder:
@@ -159,12 +163,23 @@ class PromptBuilder:
         """Positions one example takes in a packed row: head, prefix, tail."""
         return len(self.head) + self._packed_prefix_length() + len(example.tail)
 
+    @staticmethod
+    def example_targets(example: Example) -> int:
+        """Target tokens of one example (answer and EOS)."""
+        return len(example.tail) - example.answer_start
+
     def packed_batch(
-        self, rows: Sequence[Sequence[Example]], *, row_length: int, max_per_row: int
+        self,
+        rows: Sequence[Sequence[Example]],
+        *,
+        row_length: int,
+        max_per_row: int,
+        max_targets_per_row: int = 0,
     ) -> PackedBatch:
         """Each row's examples back to back from position 0 (head, prefix, tail each), the rest
-        padding. An example that does not fit its row, or more than `max_per_row` examples in a
-        row, is a ValueError naming the row."""
+        padding. An example that does not fit its row, more than `max_per_row` examples or more
+        than `max_targets_per_row` targets (0: the row's length) in a row, is a ValueError
+        naming the row."""
         prefix_length = self._packed_prefix_length()
         shape = (len(rows), row_length)
         tokens = np.full(shape, self.pad, np.int32)
@@ -173,11 +188,13 @@ class PromptBuilder:
         prefix_slot = np.full(shape, -1, np.int32)
         loss_mask = np.zeros(shape, bool)
         examples = np.zeros((len(rows), max_per_row), bool)
+        targets_bound = max_targets_per_row or row_length
+        predictors = np.full((len(rows), targets_bound), -1, np.int32)
         head = len(self.head)
         for r, row in enumerate(rows):
             if len(row) > max_per_row:
                 raise ValueError(f"row {r}: {len(row)} examples, max_per_row is {max_per_row}")
-            at = 0
+            at = scored = 0
             for e, example in enumerate(row):
                 length = self.example_length(example)
                 if at + length > row_length:
@@ -194,8 +211,19 @@ class PromptBuilder:
                 prefix_slot[r, at + head : tail_at] = e * prefix_length + np.arange(prefix_length)
                 loss_mask[r, tail_at + example.answer_start : at + length] = True
                 examples[r, e] = True
+                targets = self.example_targets(example)
+                if scored + targets > targets_bound:
+                    raise ValueError(
+                        f"row {r}: example {e} brings the row to {scored + targets} targets, "
+                        f"max_targets_per_row is {targets_bound}"
+                    )
+                first = tail_at + example.answer_start - 1  # predicts the first target
+                predictors[r, scored : scored + targets] = np.arange(first, first + targets)
+                scored += targets
                 at += length
-        return PackedBatch(tokens, segments, positions, prefix_slot, loss_mask, examples)
+        return PackedBatch(
+            tokens, segments, positions, prefix_slot, loss_mask, examples, predictors
+        )
 
     def inference_batch(self, instructions: Sequence[str], tags: Sequence[str]) -> InferenceBatch:
         prompts = [

@@ -8,6 +8,10 @@ arrays its devices hold, process 0 writes the iterator state (plain JSON, the sa
 process: the pipeline's position does not depend on the number of processes) and commits the
 step. Restoring lays the arrays out like the target, so a checkpoint written by two processes on
 four devices restores onto one process and one device, or onto a pod.
+
+A new run may start from another's trainable weights (`restore_trainable`, `train.init_from`):
+a run's checkpoint, or an import (`python -m mats_jax.convert mats`), which holds no data
+position and is never resumed.
 """
 
 from __future__ import annotations
@@ -65,13 +69,10 @@ class Checkpoints:
         items = {
             "state": ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, target))
         }
-        # step 0 is never saved by training: it is an imported starting point (`convert mats`),
-        # which has no data position; the data then starts from the beginning
-        imported = step == 0 and not (self.directory / str(step) / "data").exists()
-        if data_iterator is not None and not imported:
+        if data_iterator is not None:
             items["data"] = ocp.args.JsonRestore()
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-        if data_iterator is not None and not imported:
+        if data_iterator is not None:
             data_iterator.set_state(restored.data)
         return restored.state
 
@@ -119,18 +120,42 @@ class Checkpoints:
             return (step, *restored)
         raise ModelFileError(f"{self.directory}: no checkpoint could be restored")
 
+    def restore_trainable(self, step: int, trainable: nnx.State) -> nnx.State:
+        """The trainable parameters of checkpoint `step` alone (no RNG or optimiser state: a new
+        run's start, `train.init_from`), laid out like `trainable`. A parameter the checkpoint
+        lacks, or holds at another shape, is a ModelFileError naming it."""
+        where = self.directory / str(step)
+        saved = ocp.StandardCheckpointer().metadata(where / "state").item_metadata.tree
+        shapes = {  # orbax names a Variable's array NAME.value
+            m.name.removeprefix("trainable.").removesuffix(".value"): m.shape
+            for m in jax.tree.leaves(saved["trainable"])
+        }
+        for path, value in nnx.to_flat_state(trainable):
+            name = ".".join(map(str, path))
+            if name not in shapes:
+                raise ModelFileError(f"{where} has no parameter {name}: another model")
+            if tuple(shapes[name]) != tuple(value.shape):
+                raise ModelFileError(
+                    f"{where} holds {name} of shape {tuple(shapes[name])}, this run's model "
+                    f"needs {tuple(value.shape)}"
+                )
+        return self._restore_partial(step, {"trainable": trainable})["trainable"]
+
     def _restore_weights(
         self, step: int, trainable: nnx.State, rngs: nnx.State
     ) -> tuple[nnx.State, nnx.State]:
-        target = {"trainable": trainable, "rngs": rngs}
+        restored = self._restore_partial(step, {"trainable": trainable, "rngs": rngs})
+        return restored["trainable"], restored["rngs"]
+
+    def _restore_partial(self, step: int, target: dict[str, Any]) -> dict[str, Any]:
+        """Those parts of checkpoint `step`'s state that `target` names, laid out like it."""
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         args = ocp.args.PyTreeRestore(
             target,
             restore_args=ocp.checkpoint_utils.construct_restore_args(target),
             partial_restore=True,
         )
-        restored = self.manager.restore(step, args=ocp.args.Composite(state=args)).state
-        return restored["trainable"], restored["rngs"]
+        return self.manager.restore(step, args=ocp.args.Composite(state=args)).state
 
     def _say_unrestorable(self, step: int, error: Exception) -> None:
         print(

@@ -1,7 +1,8 @@
 """A workdir to and from the original code's checkpoints, and out to a PEFT adapter.
 
 `import_mats` turns an original MATS checkpoint into a workdir (what the trainer writes), so
-generation, evaluation and fine-tuning treat it like a run of ours; `export_mats` goes back, bit
+generation and evaluation treat it like a run of ours, and fine-tuning starts a new run from it
+(`train.init_from`: the workdir is marked as an import, never resumed); `export_mats` goes back, bit
 for bit, and `export_peft` writes the Hugging Face PEFT form (`python -m mats_jax.export`).
 Import and export read only the trained weights: no LLM weights are loaded or made (the
 config's LLM architecture gives the shapes), and export reads no optimiser state.
@@ -9,6 +10,7 @@ config's LLM architecture gives the shapes), and export reads no optimiser state
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import ml_collections
@@ -38,8 +40,9 @@ from mats_jax.training import workdir as workdirs
 
 
 def import_mats(source: str | Path, config: ml_collections.ConfigDict, workdir: str | Path) -> None:
-    """Original MATS checkpoint -> a workdir (config.json + checkpoint 0) that
-    `Listener.from_workdir` and the trainer read. Every trainable parameter must be present, at
+    """Original MATS checkpoint -> a workdir (config.json + checkpoint 0 + import.json, the mark
+    of an import naming `source`) that `Listener.from_workdir` reads and `train.init_from` starts
+    a new run from. Every trainable parameter must be present, at
     the shapes of the config's LLM architecture (`llm_architecture`: a checkpoint's metadata, else
     `llm.architecture`); the LLM's weights are neither read nor made. A given `llm.checkpoint`
     must be of the declared architecture (`check_llm`), as generating will require.
@@ -54,6 +57,8 @@ def import_mats(source: str | Path, config: ml_collections.ConfigDict, workdir: 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     workdirs.write_config(workdir, config)
+    record = {"source": str(Path(source).absolute()), "command": workdirs.IMPORT_COMMAND}
+    (workdir / workdirs.IMPORT_RECORD).write_text(json.dumps(record, indent=1) + "\n")
     checkpoints = workdirs.checkpoints(workdir, config, writer=True)
     checkpoints.save(0, state)
     checkpoints.wait()

@@ -4,10 +4,16 @@ The model is split once into a graph definition and three states: `trainable` (m
 projector, LoRA; f32, with optimiser state), `rngs` (dropout streams, threaded through the step)
 and `frozen` (the LLM's base weights, never differentiated, never updated). Only `TrainState`
 is donated and returned; `frozen` is an input of every step and stays bit-identical.
+
+With clap.text_dropout the trainer hangs CLAP's text tower on the model (`attach_clap_text`), so
+its frozen weights travel in `frozen`, and batches carry caption ids instead of embeddings: each
+micro-batch's embeddings are then computed in the step, in train mode, with a dropout key of
+(seed, step, micro-batch) like the noise, so a resumed run draws the same masks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.struct
@@ -18,6 +24,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from mats_jax.clap.text_dropout import TrainModeText
 from mats_jax.mats.model import MATS, TRAINABLE
 from mats_jax.mats.prompt import PackedBatch, TrainingBatch
 from mats_jax.runtime.sharding import BATCH_AXES, Rules, state_shardings
@@ -37,7 +44,9 @@ class Batch:
 
     inputs: a TrainingBatch (tail, tail_mask, loss_mask [A, B, L]; head [A, H], the same head
     for every row) or a PackedBatch (every field [A, R, ...]: R rows of several examples).
-    clap: [A, B, clap_dim] unpacked, [A, R, M, clap_dim] packed (one row per example slot).
+    clap: [A, B, clap_dim] unpacked, [A, R, M, clap_dim] packed (one row per example slot); or,
+    with the CLAP text tower attached, int32 caption ids [A, B, text_len] / [A, R, M, text_len]
+    (all pad ids in an empty slot).
     """
 
     inputs: TrainingBatch | PackedBatch
@@ -74,6 +83,24 @@ def micro_loss_and_counts(
     return loss, {"tokens": tokens, "examples": examples, "real_positions": real}
 
 
+CLAP_DROPOUT_STREAM = 1  # folded into a micro-batch's noise key: the key of its CLAP dropout
+
+
+def attach_clap_text(model: MATS, tower: TrainModeText) -> None:
+    """Makes `tower` part of `model` (attribute `clap_text`): its weights split into `frozen`,
+    and batches of caption ids embed in the step (`clap_embeddings`)."""
+    model.clap_text = tower
+
+
+def clap_embeddings(model: MATS, clap: jax.Array, key: jax.Array | None) -> jax.Array:
+    """A micro-batch's CLAP embeddings: `clap` itself, or, for caption ids, the attached text
+    tower's (train mode keyed by `key`; eval mode without one)."""
+    if not jnp.issubdtype(clap.dtype, jnp.integer):
+        return clap
+    dropout_key = None if key is None else jax.random.fold_in(key, CLAP_DROPOUT_STREAM)
+    return model.clap_text(clap, dropout_key)
+
+
 def computed_positions(inputs: TrainingBatch | PackedBatch, prefix_length: int) -> int:
     """Positions one step computes (real or padding), from the shapes of a Batch's inputs."""
     if isinstance(inputs, PackedBatch):
@@ -97,7 +124,7 @@ def batch_sharding(mesh: Mesh, *, packed: bool) -> Batch:
     """Rows split over the data axes, the shared head replicated."""
     rows = NamedSharding(mesh, PartitionSpec(None, BATCH_AXES))
     if packed:
-        return Batch(PackedBatch(rows, rows, rows, rows, rows, rows), rows)
+        return Batch(PackedBatch(*[rows] * len(dataclasses.fields(PackedBatch))), rows)
     return Batch(TrainingBatch(NamedSharding(mesh, PartitionSpec()), rows, rows, rows), rows)
 
 
@@ -165,9 +192,10 @@ def make_train_step(
         def accumulate(carry, i):
             grads, total, counts, rngs = carry
             inputs, clap = batch.micro(i)
-            (weighted, (n, rngs)), g = grad_fn(
-                state.trainable, rngs, frozen, inputs, clap, jax.random.fold_in(step_key, i)
-            )
+            key = jax.random.fold_in(step_key, i)
+            model = nnx.merge(graphdef, state.trainable, rngs, frozen, copy=True)
+            clap = clap_embeddings(model, clap, key)  # outside the gradient: CLAP is frozen
+            (weighted, (n, rngs)), g = grad_fn(state.trainable, rngs, frozen, inputs, clap, key)
             counts = jax.tree.map(jnp.add, counts, n)
             return (jax.tree.map(jnp.add, grads, g), total + weighted, counts, rngs), None
 
@@ -212,7 +240,9 @@ def make_eval_step(
 
         def body(carry, i):
             inputs, clap = batch.micro(i)
-            loss, counts = micro_loss_and_counts(model, inputs, clap, None)
+            loss, counts = micro_loss_and_counts(
+                model, inputs, clap_embeddings(model, clap, None), None
+            )
             n = counts["tokens"]
             return (carry[0] + loss * n, carry[1] + n), None
 

@@ -1,6 +1,9 @@
 """A training run's folder, as the trainer leaves it and everything after it reads it:
 
     config.json          the run's config (versioned: `mats_jax.config.read_json` migrates it)
+    run_start.json       where a run started from another's weights (`train.init_from`)
+    import.json          in a `convert mats` workdir: the original checkpoint it holds (an
+                         import is started from with `train.init_from`, never resumed)
     config_changes.jsonl the harmless changes later restarts made (more steps, new intervals)
     checkpoints/         orbax checkpoints of the train state and the data position, by step
     damaged_checkpoints/ checkpoints that could not be restored, moved aside (never deleted)
@@ -11,10 +14,15 @@
 
 Listening and export need only the trained weights: `restore_weights` reads them without the
 optimiser state, so they never build an optimiser.
+
+`train.init_from` names a workdir (its newest checkpoint) or one checkpoint of it
+(`WORKDIR/checkpoints/STEP`): a new run starts from its trainable weights (mapper, projector,
+LoRA) with a fresh optimiser at step 0, if its model is this run's (`check_init_from`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -27,7 +35,7 @@ from flax import nnx
 
 from mats_jax.config import ConfigError, read_json, write_json
 from mats_jax.runtime.errors import RunError
-from mats_jax.runtime.fileio import atomic_file
+from mats_jax.runtime.fileio import atomic_file, output_command
 from mats_jax.training.checkpoints import Checkpoints
 
 CONFIG_FILE = "config.json"
@@ -35,6 +43,9 @@ CONFIG_CHANGES = "config_changes.jsonl"
 CHECKPOINTS = "checkpoints"
 DAMAGED_CHECKPOINTS = "damaged_checkpoints"
 LOCK_FILE = "trainer.lock"
+RUN_START = "run_start.json"
+IMPORT_RECORD = "import.json"
+IMPORT_COMMAND = "convert mats"  # the output marker of imports written before import.json
 BANK_FOLDER = "memory_bank"
 
 # What a checkpoint holds or how its data position reads: a restart may not change these.
@@ -57,11 +68,11 @@ FIXED_BY_CHECKPOINTS = (
     "data.max_answer_tokens",
     "data.packed_length",
     "data.max_per_row",
+    "data.max_targets_per_row",
+    "train.init_from",
 )
-
-
-# ... of those, what only the data position depends on (free when a checkpoint has none: an import)
-DATA_POSITION = ("data.", "train.batch_size", "train.grad_accum", "train.seed")
+# ... except these: how a step computes, not what its checkpoints hold (CLAP is not in them)
+FREE_UNDER_FIXED = ("clap.text_dropout",)
 
 
 def read_config(workdir: Path) -> ml_collections.ConfigDict:
@@ -105,13 +116,10 @@ def restore_weights(
         manager.close()
 
 
-def check_restart(
-    workdir: Path, config: ml_collections.ConfigDict, *, data_fixed: bool = True
-) -> dict[str, tuple[Any, Any]]:
+def check_restart(workdir: Path, config: ml_collections.ConfigDict) -> dict[str, tuple[Any, Any]]:
     """The changes `config` makes to the run that wrote `workdir`'s config.json, {key: (old,
     new)}: only harmless ones. A change to what the checkpoints hold (FIXED_BY_CHECKPOINTS) is
-    a ConfigError naming every such key, raised before anything is written. data_fixed False:
-    the checkpoints hold no data position (an import), so DATA_POSITION settings may change."""
+    a ConfigError naming every such key, raised before anything is written."""
     if not (Path(workdir) / CONFIG_FILE).is_file():
         return {}
     old, new = (
@@ -126,7 +134,7 @@ def check_restart(
     fixed = {
         k: v
         for k, v in changes.items()
-        if k.startswith(FIXED_BY_CHECKPOINTS) and (data_fixed or not k.startswith(DATA_POSITION))
+        if k.startswith(FIXED_BY_CHECKPOINTS) and k not in FREE_UNDER_FIXED
     }
     if fixed:
         listed = "; ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in fixed.items())
@@ -135,6 +143,117 @@ def check_restart(
             "use a new --workdir, or the values it was trained with"
         )
     return changes
+
+
+# What the trainable parameters mean: a run started from another's weights must have the same.
+MODEL = ("mapper.", "clap.dim", "lora.rank", "lora.alpha", "lora.targets")
+
+
+@dataclasses.dataclass(frozen=True)
+class InitSource:
+    """The checkpoint a new run starts from (`train.init_from`)."""
+
+    workdir: Path
+    step: int
+    imported_from: str | None  # the original checkpoint, when the workdir is an import
+
+    @property
+    def path(self) -> Path:
+        return self.workdir / CHECKPOINTS / str(self.step)
+
+
+def imported_from(workdir: Path) -> str | None:
+    """The original checkpoint a `convert mats` workdir holds (its import.json, or the output
+    marker of an older import); None for a training run."""
+    record = Path(workdir) / IMPORT_RECORD
+    if record.is_file():
+        try:
+            return str(json.loads(record.read_text())["source"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return "an original MATS checkpoint"
+    return "an original MATS checkpoint" if output_command(workdir) == IMPORT_COMMAND else None
+
+
+def init_source(path: str) -> InitSource:
+    """`train.init_from` resolved: a workdir means its newest checkpoint, `WORKDIR/checkpoints/
+    STEP` that one. ConfigError (one line) when it is neither, or has no such checkpoint."""
+    given = Path(path)
+    if given.parent.name == CHECKPOINTS and given.name.isdigit():
+        workdir, step = given.parent.parent, int(given.name)
+    else:
+        workdir, step = given, None
+    if not (workdir / CONFIG_FILE).is_file():
+        raise ConfigError(
+            f"train.init_from: {path} is neither a workdir (it has no {CONFIG_FILE}) nor one of "
+            f"its checkpoints (WORKDIR/{CHECKPOINTS}/STEP)"
+        )
+    steps = saved_steps(workdir)
+    if not steps:
+        raise ConfigError(f"train.init_from: {workdir} has no checkpoint")
+    if step is not None and step not in steps:
+        raise ConfigError(
+            f"train.init_from: {workdir} has no checkpoint {step} (it has "
+            f"{', '.join(map(str, steps))})"
+        )
+    return InitSource(
+        workdir.absolute(), steps[-1] if step is None else step, imported_from(workdir)
+    )
+
+
+def start_of_run(workdir: Path, config: ml_collections.ConfigDict) -> InitSource | None:
+    """What a trainer on `workdir` starts from: None to resume its checkpoints (or to start
+    afresh), `train.init_from`'s checkpoint for a new run (checked: `check_init_from`). An import
+    given as --workdir is a ConfigError saying to start from it instead: it holds no data
+    position or optimiser of a run, and training it in place would hide where it came from."""
+    imported = imported_from(workdir)
+    if imported is not None:
+        raise ConfigError(
+            f"{workdir} is an import of {imported} (python -m mats_jax.convert mats), not a run "
+            f"to resume: train from it in a new --workdir with --config.train.init_from={workdir}"
+        )
+    if saved_steps(workdir) or not config.train.init_from:
+        return None
+    source = init_source(config.train.init_from)
+    check_init_from(source, config)
+    return source
+
+
+def check_init_from(source: InitSource, config: ml_collections.ConfigDict) -> None:
+    """ConfigError (one line, naming the key) unless the run that wrote `source` has this run's
+    model (`MODEL`); the parameter shapes are checked again on restore
+    (`Checkpoints.restore_trainable`)."""
+    old = _flat(read_config(source.workdir).to_dict())
+    new = _flat(json.loads(config.to_json_best_effort()))
+    for key in sorted(old.keys() | new.keys()):
+        if key.startswith(MODEL) and old.get(key) != new.get(key):
+            raise ConfigError(
+                f"train.init_from: {source.path} was trained with {key} {old.get(key)!r}, this "
+                f"run has {new.get(key)!r}"
+            )
+
+
+def restore_init_from(
+    source: InitSource, config: ml_collections.ConfigDict, trainable: nnx.State
+) -> nnx.State:
+    """The trainable parameters of `source`, laid out like `trainable` (collective)."""
+    manager = checkpoints(source.workdir, config)
+    try:
+        return manager.restore_trainable(source.step, trainable)
+    finally:
+        manager.close()
+
+
+def record_run_start(workdir: Path, source: InitSource) -> None:
+    """run_start.json: this run started from `source`'s weights, a fresh optimiser, step 0."""
+    record = {
+        "init_from": str(source.path),
+        "workdir": str(source.workdir),
+        "step": source.step,
+        "imported_from": source.imported_from,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    with atomic_file(Path(workdir) / RUN_START, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def record_changes(workdir: Path, step: int, changes: dict[str, tuple[Any, Any]]) -> None:

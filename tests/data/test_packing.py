@@ -90,6 +90,19 @@ def test_packer_errors():
         packer.pack([], iter([Example("short", 3), Example("long", 11)]))
     with pytest.raises(ValueError, match="max_per_row must be at least 1"):
         FirstFit(rows=2, row_length=10, max_per_row=0)
+    bounded = FirstFit(rows=2, row_length=10, max_per_row=3, max_targets_per_row=4)
+    with pytest.raises(ValueError, match=r"example 'wordy' has 5 targets, more than max_targets"):
+        bounded.pack([], iter([Example("wordy", 6, targets=5)]))
+
+
+def test_a_bound_on_targets_closes_rows_that_still_have_positions():
+    packer = FirstFit(rows=2, row_length=10, max_per_row=3, max_targets_per_row=4)
+    stream = iter([Example(k, 3, targets=t) for k, t in zip("abcd", [3, 2, 1, 2])])
+    packed = packer.pack([], stream)
+    # b (2) does not fit a's row (3 of 4 targets used) although its positions would;
+    # c (1) fills a's row to 4 targets, which closes it; d joins b
+    assert [[e.key for e in row] for row in packed.rows] == [["a", "c"], ["b", "d"]]
+    assert packed.carry == [] and packed.pulled == 4
 
 
 @pytest.mark.parametrize("rows,row_length,max_per_row,lookahead", [(8, 512, 12, 64), (3, 64, 2, 1)])
@@ -215,8 +228,8 @@ def test_argument_errors_and_a_too_long_example_is_named(synthetic_corpus):
 
 @pytest.fixture(scope="module")
 def mats_llama_lengths(tmp_path_factory):
-    """(corpus, sources, length_fn): the MATS-LLaMA mixture over the real shared data, lengths
-    as the packed trainer counts them with SmolLM2's tokenizer."""
+    """(corpus, config, length_fn, targets_fn): the MATS-LLaMA mixture over the real shared
+    data, lengths and targets as the packed trainer counts them with SmolLM2's tokenizer."""
     from mats_jax.mats.prompt import tail_text
     from mats_jax.models.tokenizer import load_tokenizer
     from mats_jax.runtime.assets import smollm2_gguf_path
@@ -230,33 +243,43 @@ def mats_llama_lengths(tmp_path_factory):
     prefix, tail_length = config.mapper.prefix_length, config.data.tail_length
     assert (head, prefix) == (6, 40)
 
-    def length_fn(record):
+    def prompt_and_targets(record):
         prompt, answer = tokenizer(
             [tail_text(record.instruction, record.tag), record.answer], add_special_tokens=False
         ).input_ids
         room = min(config.data.max_answer_tokens, tail_length - len(prompt) - 1)
-        return head + prefix + len(prompt) + len(answer[:room]) + 1
+        return len(prompt), len(answer[:room]) + 1  # the answer and EOS
 
-    return corpus, sources, length_fn
+    def length_fn(record):
+        return head + prefix + sum(prompt_and_targets(record))
+
+    return corpus, config, length_fn, lambda record: prompt_and_targets(record)[1]
 
 
 def test_at_least_90_percent_of_positions_are_real_on_the_mats_llama_mixture(mats_llama_lengths):
-    corpus, sources, length_fn = mats_llama_lengths
+    """At the config's row length, slots per row and bound on a row's targets."""
+    corpus, config, length_fn, targets_fn = mats_llama_lengths
+    d = config.data
+    assert (d.packed_length, d.max_per_row, d.max_targets_per_row) == (512, 8, 160)
     it = make_packed_iterator(
         corpus,
-        sources=sources,
+        sources={name: w for name, w in d.sources.items() if w > 0},
         split="train",
         rows=16,
-        row_length=512,
-        max_per_row=12,
+        row_length=d.packed_length,
+        max_per_row=d.max_per_row,
+        max_targets_per_row=d.max_targets_per_row,
+        targets_fn=targets_fn,
         length_fn=length_fn,
-        batch_fn=lambda rows: [[length_fn(r) for r in row] for row in rows],
+        batch_fn=lambda rows: [[(length_fn(r), targets_fn(r)) for r in row] for row in rows],
         seed=0,
     )
     batches = [next(it) for _ in range(40)]
     it.close()
-    lengths = [row for rows, _ in batches for row in rows]
-    assert all(sum(row) <= 512 and len(row) <= 12 for row in lengths)
+    rows = [row for rows, _ in batches for row in rows]
+    lengths = [[n for n, _ in row] for row in rows]
+    assert all(sum(row) <= 512 and len(row) <= 8 for row in lengths)
+    assert all(sum(t for _, t in row) <= 160 for row in rows)
     assert efficiency(lengths, 512) >= 0.90, efficiency(lengths, 512)
     assert np.mean([s["global_efficiency"] for _, s in batches]) == pytest.approx(
         efficiency(lengths, 512)

@@ -239,6 +239,8 @@ def test_packed_layout_by_hand():
     assert np.flatnonzero(batch.loss_mask[0]).tolist() == [6, 7, 14]
     assert np.flatnonzero(batch.loss_mask[1]).tolist() == [6]
     assert batch.examples.tolist() == [[True, True], [True, False]]
+    # the positions before the targets, then -1, as wide as the row when unbounded
+    assert batch.predictors.tolist() == [[5, 6, 13] + [-1] * 13, [5] + [-1] * 15]
     for name, dtype in [
         ("tokens", np.int32),
         ("segments", np.int32),
@@ -246,8 +248,15 @@ def test_packed_layout_by_hand():
         ("prefix_slot", np.int32),
         ("loss_mask", np.bool_),
         ("examples", np.bool_),
+        ("predictors", np.int32),
     ]:
         assert getattr(batch, name).dtype == dtype, name
+    bounded = builder.packed_batch(
+        [[a, b], [b]], row_length=16, max_per_row=2, max_targets_per_row=3
+    )
+    assert bounded.predictors.tolist() == [[5, 6, 13], [5, -1, -1]]
+    with pytest.raises(ValueError, match="row 0: example 1 brings the row to 3 targets, max_t"):
+        builder.packed_batch([[a, b]], row_length=16, max_per_row=2, max_targets_per_row=2)
 
     with pytest.raises(ValueError, match="row 1: example 1 .* does not fit"):
         builder.packed_batch([[a], [a, b]], row_length=14, max_per_row=2)

@@ -84,3 +84,48 @@ def msclap_reference() -> torch.nn.Module:
         msclap_clap.AutoModel = original
     randomise(model.eval())
     return model
+
+
+def msclap_text_encoder(
+    n_layer: int = 2, n_embd: int = 32, n_head: int = 2, d_out: int = 24, seed: int = 0
+) -> torch.nn.Module:
+    """msclap's own `TextEncoder` (GPT-2 tower + Projection) around a small `GPT2Model`, built
+    from `transformers.GPT2Config` with the hub gpt2's dropout rates (its defaults), randomised;
+    in train mode, as the original MATS runs it."""
+    msclap_clap = import_msclap_clap()
+    torch.manual_seed(seed)
+    config = transformers.GPT2Config(
+        n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_positions=80, attn_implementation="eager"
+    )
+
+    class ConfigBuiltGPT2:
+        @staticmethod
+        def from_pretrained(name):
+            assert name == "gpt2", name
+            return transformers.GPT2Model(config)
+
+    original, msclap_clap.AutoModel = msclap_clap.AutoModel, ConfigBuiltGPT2
+    try:
+        encoder = msclap_clap.TextEncoder(d_out, "gpt2", n_embd)
+    finally:
+        msclap_clap.AutoModel = original
+    randomise(encoder, seed)
+    return encoder.train()
+
+
+def copy_text_weights(encoder: torch.nn.Module, clap) -> None:
+    """Puts a msclap `TextEncoder`'s weights into the text tower and text projection of our
+    `clap` (same sizes; an abstract one gets real arrays there), through the converter's own
+    msclap key map."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from mats_jax.convert.clap import msclap_keymap
+
+    tensors = {f"caption_encoder.{k}": v.detach().numpy() for k, v in encoder.state_dict().items()}
+    converted = msclap_keymap().to_flax(tensors, "msclap TextEncoder")
+    params = dict(nnx.to_flat_state(nnx.state(clap, nnx.Param)))
+    for key, value in converted.items():
+        variable = params[tuple(int(k) if k.isdigit() else k for k in key.split("."))]
+        assert variable.shape == value.shape, key
+        variable.set_value(jnp.asarray(value))

@@ -354,46 +354,42 @@ def test_importing_with_an_llm_of_another_architecture_is_refused(
     assert not (tmp_path / "w").exists()
 
 
-def test_the_trainer_starts_from_an_imported_checkpoint(original, tmp_path):
-    """The imported step 0 holds weights but no data position: the trainer's restore takes its
-    weights (moving nothing aside) and leaves the data at its start, and a restart on it may
-    set the data and batch layout (what only a data position depends on), not the model."""
+def test_an_import_is_marked_and_new_runs_start_from_its_weights(original, tmp_path):
+    """`convert mats` marks its workdir as an import of the .pth: the trainer refuses to resume
+    it, a new run's `train.init_from` takes its trainable weights, and a source of another
+    model is refused naming the config key, or the parameter whose shape differs."""
     from mats_jax.config import ConfigError
-    from mats_jax.mats.build import build_mats
-    from mats_jax.training import optim, steps, workdir
+    from mats_jax.mats.build import abstract_mats
+    from mats_jax.runtime.fileio import ModelFileError
+    from mats_jax.training import steps, workdir
+    from tests.support.models import tiny_llama_folder
 
     tmp, _, _ = original
     work = tmp_path / "imported"
     source = ["mats", "--source", str(tmp / "mats.pth"), "--config", str(tmp / "config.py")]
     assert main([*source, "--out", str(work)]) == 0
+    assert workdir.imported_from(work) == str(tmp / "mats.pth")
     config = workdir.read_config(work)
-    graphdef, trainable, rngs, frozen = steps.split(build_mats(config)[0])
-    fresh = steps.init_state(trainable, rngs, optim.from_config(config.train)[0])
+    with pytest.raises(ConfigError, match=f"--config.train.init_from={work}$"):
+        workdir.start_of_run(work, config)
 
-    class Data:  # the trainer's data iterator: its position must stay where it is
-        def get_state(self):
-            return {}
-
-        def set_state(self, state):
-            raise AssertionError("an imported checkpoint has no data position to restore")
-
-    checkpoints = workdir.checkpoints(work, config, writer=True)
-    step, state = checkpoints.restore_newest(fresh, Data(), damaged_to=work / "damaged")
-    checkpoints.close()
-    assert step == 0 and not (work / "damaged").exists()
-    imported = Listener.from_workdir(work, load_clap=False)
-    _, expected, _, _ = steps.split(imported.model)
-    ours, theirs = nnx.to_flat_state(state.trainable), nnx.to_flat_state(expected)
+    config.train.init_from = str(work)
+    start = workdir.start_of_run(tmp_path / "new", config)
+    assert (start.path, start.imported_from) == (work / "checkpoints" / "0", str(tmp / "mats.pth"))
+    _, trainable, _, _ = steps.split(abstract_mats(config))
+    restored = workdir.restore_init_from(start, config, trainable)
+    _, expected, _, _ = steps.split(Listener.from_workdir(work, load_clap=False).model)
+    ours, theirs = nnx.to_flat_state(restored), nnx.to_flat_state(expected)
     assert len(ours) == len(theirs) > 0
-    assert all(np.array_equal(a[1], b[1]) for a, b in zip(ours, theirs))
+    assert all(a[0] == b[0] and np.array_equal(a[1], b[1]) for a, b in zip(ours, theirs))
 
-    config.data.corpus, config.train.batch_size = str(tmp_path), 4
-    assert workdir.check_restart(work, config, data_fixed=False).keys() == {
-        "data.corpus",
-        "train.batch_size",
-    }
-    with pytest.raises(ConfigError, match="data.corpus"):
-        workdir.check_restart(work, config, data_fixed=True)
-    config.mapper.dim = 32
-    with pytest.raises(ConfigError, match="mapper.dim 64 -> 32"):
-        workdir.check_restart(work, config, data_fixed=False)
+    config.lora.rank = 4
+    with pytest.raises(ConfigError, match="^train.init_from: .* with lora.rank 2, this run has 4$"):
+        workdir.start_of_run(tmp_path / "new", config)
+    config.lora.rank = 2
+    config.llm.checkpoint = str(tiny_llama_folder(tmp_path / "narrow"))  # hidden size 32, not 48
+    _, narrow, _, _ = steps.split(abstract_mats(config))
+    with pytest.raises(ModelFileError) as raised:
+        workdir.restore_init_from(workdir.start_of_run(tmp_path / "new", config), config, narrow)
+    assert str(raised.value).startswith(f"{work / 'checkpoints' / '0'} holds ")
+    assert "of shape (" in str(raised.value) and "\n" not in str(raised.value)

@@ -85,8 +85,18 @@ def packed_batch(
                 loss_mask[r, at + HEAD + PREFIX + 2 : at + n] = True
                 examples[r, e] = True
                 at += n
+        predictors = np.full((rows, length), -1, np.int32)  # the positions before targets
+        for r in range(rows):
+            before = np.flatnonzero(loss_mask[r]) - 1
+            predictors[r, : len(before)] = before
         micro_batches.append(
-            PackedBatch(**fields, prefix_slot=prefix_slot, loss_mask=loss_mask, examples=examples)
+            PackedBatch(
+                **fields,
+                prefix_slot=prefix_slot,
+                loss_mask=loss_mask,
+                examples=examples,
+                predictors=predictors,
+            )
         )
         clap.append(rng.normal(size=(rows, per_row, 32)).astype(np.float32) * examples[..., None])
     return train_step.Batch.from_micro_batches(micro_batches, clap)
