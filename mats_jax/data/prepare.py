@@ -33,6 +33,7 @@ import ml_collections
 from array_record.python import array_record_module
 
 from mats_jax.data import corpus
+from mats_jax.data import descriptions as descriptions_lib
 from mats_jax.data import sources as sources_lib
 from mats_jax.data.records import FIELDS, MANIFEST, SCHEMA_VERSION
 from mats_jax.data.rows import Rows, read_csv, read_jsonl
@@ -193,6 +194,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="add the corpus shipped in mats_jax/data/corpus",
     )
     parser.add_argument(
+        "--descriptions",
+        type=Path,
+        help="class descriptions (python -m mats_jax.data.describe) as the CLAP text of "
+        "single-label classification records, instead of 'The sound of <label>.'",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace OUT if it is a prepared corpus (any other folder is never replaced)",
@@ -210,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         ]
         if args.default_corpus:
             inputs += default_corpus_inputs()
+        if args.descriptions:
+            table = descriptions_lib.read_descriptions(args.descriptions)
+            inputs = [(s, descriptions_lib.with_descriptions(r, table)) for s, r in inputs]
         manifest = prepare(args.out, inputs, overwrite=args.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         sys.exit(f"error: {e}")
