@@ -92,10 +92,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import numpy as np
-    from tqdm import tqdm
 
     from mats_jax.clap.load import text_encoder
     from mats_jax.evaluation import benchmarks, report, scoring, submission
+    from mats_jax.inference import process_shares
     from mats_jax.inference.listener import Listener
 
     if args.out:
@@ -114,16 +114,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{audio_root}: no audio for any of the {len(examples)} "
             f"{benchmark.name} examples of {metadata}"
         )
+    shares = process_shares.join()  # each process of a pod takes its share of every batch
     listener = Listener.from_workdir(args.workdir, step=args.step, clap_checkpoint=args.clap)
     out = args.out or args.workdir / "eval" / f"{benchmark.name}-step{listener.step}"
     report.check_out(out, overwrite=args.overwrite)  # the default names the step just found
     skipped = {clip: f"no audio file for it under {audio_root}" for clip in missing}
-    if listener.clap_checkpoint is None:
+    if listener.clap_checkpoint is None and shares.writes:
         print(f"warning: {report.RANDOM_CLAP_NOTE}", file=sys.stderr)
 
     clips = list(paths)
-    embeddings, embedded, errors = listener.embed_audio(
-        [paths[c] for c in clips], batch_size=args.batch_size
+    embeddings, embedded, errors = process_shares.embed_audio(
+        listener, [paths[c] for c in clips], batch_size=args.batch_size, shares=shares
     )
     by_file = dict(zip(embedded, embeddings))
     skipped |= {clip: errors[str(paths[clip])] for clip in clips if str(paths[clip]) in errors}
@@ -132,18 +133,21 @@ def main(argv: list[str] | None = None) -> int:
         raise benchmarks.BenchmarkError(
             f"none of the {len(examples)} {benchmark.name} clips could be read"
         )
-    generation = listener.paper_generation(max_new_tokens=args.max_new_tokens)
-    texts: list[str] = []
-    for start in tqdm(range(0, len(scored), args.batch_size), desc=benchmark.name, unit="batch"):
-        batch = scored[start : start + args.batch_size]
-        texts += listener.describe(
-            np.stack([by_file[str(paths[e.clip])] for e in batch]),
-            task=benchmark.task,
-            tag=benchmark.tag,
-            santa=args.santa,
-            question=[e.question for e in batch] if benchmark.kind == "qa" else None,
-            generation=generation,
-        )
+    texts = process_shares.describe(
+        listener,
+        np.stack([by_file[str(paths[e.clip])] for e in scored]),
+        batch_size=args.batch_size,
+        shares=shares,
+        question=[e.question for e in scored] if benchmark.kind == "qa" else None,
+        progress=benchmark.name,
+        task=benchmark.task,
+        tag=benchmark.tag,
+        santa=args.santa,
+        generation=listener.paper_generation(max_new_tokens=args.max_new_tokens),
+    )
+    if not shares.writes:  # process 0 scores and writes for the run
+        process_shares.wait_for_outputs()
+        return 0
 
     embed, tokenize = text_encoder(listener.clap)
 
@@ -187,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         files=submission.files(benchmark.scoring, scored, texts),
         overwrite=args.overwrite,
     )
+    process_shares.wait_for_outputs()  # the other processes end with the report written
     if missing:
         print(
             f"skipped {len(missing)} clips with no audio under {audio_root} "

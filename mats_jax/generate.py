@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from mats_jax.clap.audio import SUPPORTED_SUFFIXES, audio_files
     from mats_jax.data.records import instruction_for
+    from mats_jax.inference import process_shares
     from mats_jax.inference.listener import Listener
 
     instruction_for(args.task, args.question)
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         check_file(args.out, overwrite=args.overwrite)
     if args.checkpoint and args.step is not None:
         raise InputError("--step goes with --workdir; --checkpoint names its step")
+    shares = process_shares.join()  # each process of a pod takes its share of every batch
     listener = (
         Listener.from_checkpoint(args.checkpoint, clap_checkpoint=args.clap)
         if args.checkpoint
@@ -85,24 +87,39 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = []
     for start in range(0, len(files), args.batch_size):
-        embeddings, names, errors = listener.embed_audio(files[start : start + args.batch_size])
+        embeddings, names, errors = process_shares.embed_audio(
+            listener,
+            files[start : start + args.batch_size],
+            batch_size=args.batch_size,
+            shares=shares,
+        )
         for message in errors.values():
-            print(f"skipped: {message}", file=sys.stderr)
+            if shares.writes:
+                print(f"skipped: {message}", file=sys.stderr)
         if not names:
             continue
-        texts = listener.describe(
-            embeddings, task=args.task, question=args.question, tag=args.tag, santa=args.santa
+        texts = process_shares.describe(
+            listener,
+            embeddings,
+            batch_size=args.batch_size,
+            shares=shares,
+            task=args.task,
+            question=args.question,
+            tag=args.tag,
+            santa=args.santa,
         )
         for name, text in zip(names, texts):
-            print(f"{name}\t{text}", flush=True)
+            if shares.writes:
+                print(f"{name}\t{text}", flush=True)
             results.append({"file": name, "task": args.task, "text": text})
     if not results:
         raise InputError(
             f"{args.audio}: none of the {len(files)} audio files could be read" + untouched
         )
-    if args.out:
+    if args.out and shares.writes:  # process 0 writes for the run
         with atomic_file(args.out, overwrite=args.overwrite) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in results))
+    process_shares.wait_for_outputs()
     return 0
 
 

@@ -4,14 +4,17 @@ it cannot read or find."""
 
 import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from mats_jax.evaluate import main
 from tests.support.outputs import marker_command, one_line, other_files, snapshot
-from tests.support.paths import ESC50, shared
+from tests.support.paths import ESC50, ROOT, shared
 
 
 def clips(folder: Path, names: list[str]) -> None:
@@ -160,3 +163,43 @@ def test_outputs_are_never_destroyed(listening_workdir, tmp_path, capsys):
         f"error: {default} exists and is not a previous `evaluate` output; choose another --out"
     )
     assert snapshot(workdir) == before
+
+
+LAUNCH = ROOT / "launch" / "local_multiprocess.sh"
+
+
+def evaluate_launched(workdir: Path, data: Path, out: Path, processes: int, devices: int) -> dict:
+    """report.json of `python -m mats_jax.evaluate` run as `processes` × `devices` (gloo)."""
+    subprocess.run(
+        [str(LAUNCH), "-n", str(processes), "-d", str(devices), "--", sys.executable]
+        + ["-m", "mats_jax.evaluate", "--workdir", str(workdir), "--benchmark", "esc50"]
+        + ["--data", str(data), "--out", str(out), "--max-new-tokens", "3", "--batch-size", "5"],
+        check=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=600,
+    )
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.mark.slow
+def test_two_processes_evaluate_like_one_with_all_devices(listening_workdir, tmp_path):
+    data = tmp_path / "esc50"
+    data.mkdir()
+    sources = sorted(shared(ESC50).glob("*.wav"))[:6]
+    for source in sources:
+        shutil.copy(source, data / source.name)
+    (data / "4-999-A-0.wav").write_text("not audio")  # a bad file in one process's share
+    labels = ["dog", "rooster", "airplane", "dog", "rain", "airplane", "dog"]
+    names = [s.name for s in sources[:3]] + ["4-999-A-0.wav"] + [s.name for s in sources[3:]]
+    with (data / "labels.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([["filename", "label"], *zip(names, labels)])
+
+    one = evaluate_launched(listening_workdir, data, tmp_path / "one", 1, 4)
+    two = evaluate_launched(listening_workdir, data, tmp_path / "two", 2, 2)
+    assert one["examples"] == 6 and set(one["skipped"]) == {"4-999-A-0.wav"}
+    assert two == one
+    predictions = "predictions.jsonl"
+    assert (tmp_path / "two" / predictions).read_text() == (
+        tmp_path / "one" / predictions
+    ).read_text()

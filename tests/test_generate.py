@@ -2,6 +2,10 @@
 file reported and skipped, JSONL written; Santa used when the workdir has a memory bank."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +13,7 @@ import pytest
 from mats_jax.generate import main
 from mats_jax.inference.listener import postprocess
 from tests.support.outputs import one_line, other_files, snapshot
-from tests.support.paths import ESC50, shared
+from tests.support.paths import ESC50, ROOT, shared
 
 
 def test_postprocess_is_the_papers():
@@ -103,3 +107,31 @@ def test_outputs_are_never_destroyed(listening_workdir, tmp_path, capsys):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [Path(r["file"]).name for r in rows] == [clip.name]
     assert snapshot(listening_workdir) == workdir_before
+
+
+def generate_launched(workdir: Path, audio: Path, out: Path, processes: int, devices: int) -> str:
+    """The JSONL `python -m mats_jax.generate` writes when run as `processes` × `devices`."""
+    subprocess.run(
+        [str(ROOT / "launch" / "local_multiprocess.sh"), "-n", str(processes), "-d", str(devices)]
+        + ["--", sys.executable, "-m", "mats_jax.generate", "--workdir", str(workdir)]
+        + ["--audio", str(audio), "--out", str(out), "--batch-size", "5"],
+        check=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=600,
+        capture_output=True,
+    )
+    return out.read_text()
+
+
+@pytest.mark.slow
+def test_two_processes_generate_like_one_with_all_devices(listening_workdir, tmp_path):
+    audio = tmp_path / "clips"
+    audio.mkdir()
+    for source in sorted(shared(ESC50).glob("*.wav"))[:4]:
+        shutil.copy(source, audio / source.name)
+    (audio / "1-bad.wav").write_text("not audio")  # a bad file in one process's share
+    one = generate_launched(listening_workdir, audio, tmp_path / "one.jsonl", 1, 4)
+    two = generate_launched(listening_workdir, audio, tmp_path / "two.jsonl", 2, 2)
+    assert len(one.splitlines()) == 4
+    assert two == one

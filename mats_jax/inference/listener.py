@@ -37,7 +37,7 @@ from mats_jax.data.records import instruction_for
 from mats_jax.mats.build import build_mats
 from mats_jax.mats.model import MATS
 from mats_jax.mats.prompt import PromptBuilder
-from mats_jax.mats.santa import MemoryBank, explain_retrieval, maybe_retrieve
+from mats_jax.mats.santa import MemoryBank, explain_retrieval, retrieve_with_noise
 from mats_jax.models.sampler import GenerationConfig, generate
 from mats_jax.runtime.sharding import data_parallel_mesh, replicate, split_rows
 from mats_jax.training import steps
@@ -188,9 +188,15 @@ class Listener:
         santa: bool = True,
         generation: GenerationConfig | None = None,
         seed: int = 0,
+        rows: slice | None = None,
     ) -> list[str]:
         """One text per embedding, for the task's paper instruction (or the question: one for
-        all, or one per embedding)."""
+        all, or one per embedding).
+
+        `rows` (a length this process's device count divides): texts for those rows of the batch
+        only, one process's share of a batch spread over several
+        (`mats_jax.inference.process_shares`). Santa's noise draws and the prompt padding stay
+        the whole batch's, so each text is the one the whole batch gives in one process."""
         n = len(audio_embeddings)
         questions = (
             [question] * n if question is None or isinstance(question, str) else list(question)
@@ -200,23 +206,30 @@ class Listener:
         if n == 0:
             return []
         instructions = [instruction_for(task, q) for q in questions]
-        embeddings = split_rows(self.mesh, audio_embeddings)
+        share = slice(0, n) if rows is None else rows
+        wanted = len(audio_embeddings[share])
+        embeddings = split_rows(self.mesh, audio_embeddings[share])
+        start, count = share.start, len(embeddings)  # padded to the devices
         s = self.santa
-        embeddings = maybe_retrieve(
-            self.bank if santa else None,
-            embeddings,
-            key=jax.random.key(seed),
-            top_l=s.top_l,
-            temperature=s.temperature,
-            mix=s.mix,
-            variant=s.variant,
-            noise_variance=self.model.config.noise_variance,
-        )
+        if santa and self.bank is not None:
+            # `retrieve`'s draws for the whole (padded) batch, this share's rows of them
+            noise = jax.random.normal(
+                jax.random.key(seed), (max(n, start + count), s.top_l, embeddings.shape[1])
+            )
+            embeddings = retrieve_with_noise(
+                self.bank,
+                embeddings,
+                split_rows(self.mesh, noise[start : start + count]),
+                temperature=s.temperature,
+                mix=s.mix,
+                variant=s.variant,
+                noise_variance=self.model.config.noise_variance,
+            )
         prompt = self.builder.inference_batch(instructions, [tag] * n)
         prompt = dataclasses.replace(
             prompt,
-            tail=split_rows(self.mesh, prompt.tail),
-            tail_mask=split_rows(self.mesh, prompt.tail_mask),
+            tail=split_rows(self.mesh, prompt.tail[share]),
+            tail_mask=split_rows(self.mesh, prompt.tail_mask[share]),
         )
         sequence, mask = self.model.prompt_embeddings(embeddings, prompt)
         new = generate(
@@ -226,7 +239,8 @@ class Listener:
             config=generation or self.paper_generation(),
         )
         return [
-            postprocess(self.tokenizer.decode(ids, skip_special_tokens=True)) for ids in new[:n]
+            postprocess(self.tokenizer.decode(ids, skip_special_tokens=True))
+            for ids in new[:wanted]
         ]
 
     def explain_santa(
