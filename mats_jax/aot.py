@@ -39,7 +39,6 @@ import ml_collections
 from absl import app, flags
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from ml_collections import config_flags
 
 from mats_jax.config import check_layout, check_paths, check_values, targets_per_row
 from mats_jax.mats.build import abstract_mats, llm_architecture
@@ -51,7 +50,6 @@ from mats_jax.runtime.sharding import BATCH_AXES, make_mesh, state_shardings
 from mats_jax.runtime.tpu import AotError, GiB, ProgramReport, Topology, analyse, topology
 from mats_jax.training import optim, steps
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<name>.py", lock_config=True)
 _TOPOLOGY = flags.DEFINE_string("topology", None, "a TPU slice: v5p-8, v4-32, v5e-16, v6e-64, ...")
 _PROGRAMS = flags.DEFINE_list("programs", ["train", "generate"], "which programs to compile")
 _HBM_GIB = flags.DEFINE_float("hbm_gib", None, "HBM budget per chip in GiB (default: the chip's)")
@@ -395,11 +393,11 @@ def train_speed(
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {argv[1:]}")
-    if _CONFIG.value is None or _TOPOLOGY.value is None:
+    if cli.CONFIG.value is None or _TOPOLOGY.value is None:
         cli.fail("--config and --topology are required")
     try:
         figures = run(
-            _CONFIG.value,
+            cli.CONFIG.value,
             _TOPOLOGY.value,
             programs=_PROGRAMS.value,
             hbm_gib=_HBM_GIB.value,

@@ -19,8 +19,6 @@ from pathlib import Path
 import jax
 import ml_collections
 import numpy as np
-from absl import flags
-from ml_collections import config_flags
 
 from mats_jax.clap import text_cache
 from mats_jax.clap.load import cache_name
@@ -32,9 +30,6 @@ from mats_jax.runtime import cli, distributed
 from mats_jax.runtime.errors import InputError
 from mats_jax.runtime.sharding import make_mesh
 from mats_jax.training.workdir import BANK_FOLDER
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<name>.py", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "the bank goes to WORKDIR/memory_bank")
 
 
 class BankError(InputError):
@@ -124,4 +119,4 @@ def build(config: ml_collections.ConfigDict, workdir: Path) -> Path:
 
 
 if __name__ == "__main__":
-    cli.run(build, _CONFIG, _WORKDIR)
+    cli.run(build)

@@ -32,11 +32,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import flags
 from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
-from ml_collections import config_flags
 
 from mats_jax.clap import text_cache
 from mats_jax.clap.load import load_clap_or_random
@@ -58,9 +56,6 @@ from mats_jax.runtime.sharding import BATCH_AXES, make_mesh
 from mats_jax.training import optim, steps
 from mats_jax.training import workdir as workdirs
 from mats_jax.training.metrics import MetricsWriter, StepProfiler
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<name>.py", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints, metrics and caches go here")
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -429,4 +424,4 @@ def run(
 
 
 if __name__ == "__main__":
-    cli.run(train, _CONFIG, _WORKDIR)
+    cli.run(train)

@@ -17,10 +17,16 @@ from pathlib import Path
 
 import ml_collections
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 from mats_jax.runtime import distributed
 from mats_jax.runtime.errors import InputError, RunError
 
+# defined once here, so that several commands can be imported into one process (tests, notebooks)
+CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<name>.py", lock_config=True)
+WORKDIR = flags.DEFINE_string(
+    "workdir", None, "the run's folder: checkpoints, metrics, caches, the memory bank"
+)
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address",
     None,
@@ -60,10 +66,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 INPUT_ERRORS = (InputError, FileNotFoundError, FileExistsError)
 
 
-def run(
-    command: Callable[[ml_collections.ConfigDict, Path], object], config_flag, workdir_flag
-) -> None:
-    """app.run `command(config, workdir)` in every process of the run; bad input (INPUT_ERRORS),
+def run(command: Callable[[ml_collections.ConfigDict, Path], object]) -> None:
+    """app.run `command(--config, --workdir)` in every process of the run; bad input (INPUT_ERRORS),
     a run that cannot go on (RunError) and a cluster that cannot form are reported as one line,
     exit status 2. Processes other than 0 log only errors: process 0 speaks for the run."""
 
@@ -72,7 +76,7 @@ def run(
             logging.set_verbosity(logging.WARNING)
         if len(argv) > 1:
             fail(f"unexpected arguments: {argv[1:]}")
-        if config_flag.value is None or workdir_flag.value is None:
+        if CONFIG.value is None or WORKDIR.value is None:
             fail("--config and --workdir are required")
         try:
             joined = distributed.initialize(
@@ -81,7 +85,7 @@ def run(
             # one process: no device is touched here, so a config error stays the only output
             if joined.method != "single" and not distributed.is_process_zero():
                 logging.set_verbosity(logging.ERROR)
-            command(config_flag.value, Path(workdir_flag.value))
+            command(CONFIG.value, Path(WORKDIR.value))
         except (distributed.DistributedError, RunError, *INPUT_ERRORS) as e:
             fail(str(e))
 
