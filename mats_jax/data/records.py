@@ -43,6 +43,25 @@ COMMAND_LINE_TASKS = {
 }
 
 
+# The task names of the original's annotation files (its `task_transpose`): each is one of ours.
+ORIGINAL_TASKS = {
+    **dict.fromkeys(("audiocaption", "caption"), CAPTION),
+    **dict.fromkeys(
+        (
+            "cla_label",
+            "instrument_label",
+            "genres_label",
+            "vocal_label",
+            "scene_label",
+            "emotion event",
+        ),
+        CLASSIFICATION,
+    ),
+    **dict.fromkeys(("audio_qa", "open-ended question", "QA", "qa"), QA),
+    **dict.fromkeys(("musiccaption", "captioning", "music_description", "music"), MUSIC),
+}
+
+
 def task_named(name: str) -> str:
     """The task a record or command-line name stands for (ValueError for any other name)."""
     if name in TASKS:
@@ -67,6 +86,8 @@ def instruction_for(task: str, question: str | None) -> str:
 # (caption vocabulary, single or multiple labels, QA) a benchmark expects.
 SINGLE_EVENT = "[single event]"
 MULTI_EVENTS = "[multi events]"
+SCENE_EVENT = "[scene event]"
+AUDIO_CAPTION = "[audio caption]"  # caption sets without a benchmark of their own (WavCaps, MACS)
 MUSIC_CAPTION = "[music caption]"
 AUDIO_QA = "[audio qa]"
 OPEN_ENDED = "[open ended]"

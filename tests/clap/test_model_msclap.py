@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import types
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -123,7 +124,7 @@ def test_projection_dropout_only_in_training():
     proj = Projection(16, 32, dropout=0.5, eps=1e-5, rngs=nnx.Rngs(0))
     x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 16)), jnp.float32)
     assert np.array_equal(proj(x), proj(x))
-    a, b = proj(x, deterministic=False), proj(x, deterministic=False)
+    a, b = proj(x, dropout_key=jax.random.key(1)), proj(x, dropout_key=jax.random.key(2))
     assert not np.allclose(a, proj(x)) and not np.allclose(a, b)
 
 
