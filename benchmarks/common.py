@@ -10,7 +10,9 @@ Conventions:
   `timed_pair(ours, theirs, runs)` (`timed_many` for more than two) alternates the timed runs
   of the functions so that load from other processes (this machine is shared) hits them alike.
 - Every benchmark prints its figures as one `RESULT <name> <json>` line (`print_json`) and, with
-  `--json PATH` (`add_json_option`), writes the same object to PATH.
+  `--json PATH` (`add_json_option`), writes the same object to PATH. The object always names the
+  benchmark and the machine it ran on (`machine()`), so that a result file is read without its
+  run: benchmarks/readme_table.py builds the README's table from benchmarks/results/*.json.
 - Ceilings are measured, not looked up: the bandwidth is a numpy copy of a 512 MB array
   (read 512 MB + write 512 MB counted as 1 GB moved), the peak is a 2048² float32 matmul in JAX
   and in PyTorch.
@@ -19,8 +21,11 @@ Conventions:
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib.metadata
 import json
 import os
+import platform
 import statistics
 import sys
 import time
@@ -205,7 +210,9 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
 
 def print_json(name: str, result: dict[str, Any], path: str | Path | None = None) -> None:
     """One machine-readable line, `RESULT <name> <json>`, for scripts that collect results; with
-    `path` (a script's `--json`), the same object is also written there."""
+    `path` (a script's `--json`), the same object is also written there. `benchmark` (`name`) and
+    `machine` (`machine()`) are added to `result`, so every result says what ran where."""
+    result = {"benchmark": name, "machine": machine(), **result}
     print(f"RESULT {name} " + json.dumps(result, default=float, sort_keys=True))
     if path is not None:
         path = Path(path)
@@ -214,9 +221,18 @@ def print_json(name: str, result: dict[str, Any], path: str | Path | None = None
         print(f"wrote {path}")
 
 
+def package_version(name: str) -> str | None:
+    """An installed package's version, without importing it (None when it is not installed)."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def machine() -> dict[str, Any]:
-    """What ran the benchmark: the CPU model (/proc/cpuinfo), the core count, the load, and
-    JAX's backend and devices."""
+    """What ran the benchmark, and when: the CPU model (/proc/cpuinfo), the core count, the load,
+    JAX's backend and devices, the accelerator (JAX's device kind; None on a CPU), the JAX,
+    PyTorch and Python versions and the UTC date."""
     import jax
 
     cpu = "unknown"
@@ -234,6 +250,11 @@ def machine() -> dict[str, Any]:
         "load_note": load_note(),
         "jax_backend": jax.default_backend(),
         "jax_devices": [str(d) for d in jax.devices()],
+        "accelerator": None if jax.default_backend() == "cpu" else jax.devices()[0].device_kind,
+        "jax": jax.__version__,
+        "torch": package_version("torch"),
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -253,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     row = {"cores": CORES, **ceilings(), "load_avg_1m": load_average()}
     print_table("machine ceilings", [row])
-    print_json("ceilings", {"rows": [row], "machine": machine()}, args.json)
+    print_json("ceilings", {"rows": [row]}, args.json)
     return 0
 
 

@@ -19,9 +19,11 @@ trainer reads them from its cached table. Three trainers, timed in the same run:
 1. ours packed: the trainer's own step (`build_mats`, `steps.split/place/make_train_step`,
    `steps.batch_sharding(mesh, packed=True)`, compiled ahead of time with
    `.lower(...).compile()`, the state donated) on `PackedBatch`es of `--rows` rows of
-   `--row-length` positions built by `pipeline.make_packed_iterator` (first fit, the trainer's
-   `data.max_per_row` slots per row). `--rows` defaults to the row count whose first-fit batches
-   hold on average the nearest to `--batch` examples; the actual mean is reported.
+   `--row-length` positions built as the trainer builds them (`pipeline.make_packed_iterator`,
+   `PromptBuilder.packed_batch`: first fit, the trainer's `data.max_per_row` slots and
+   `targets_per_row(config.data)` LM-head positions per row). `--rows` defaults to the row
+   count whose first-fit batches hold on average the nearest to `--batch` examples; the actual
+   mean is reported.
 2. ours unpacked: the same step on `TrainingBatch`es of `--batch` examples, each tail padded to
    `data.tail_length` (200), the layout the trainer used before packing.
 3. PyTorch: the original code's step (`TorchMATS` in benchmarks/references.py: HF
@@ -77,7 +79,6 @@ from benchmarks.common import (  # noqa: E402
     add_json_option,
     check,
     load_note,
-    machine,
     matmul_peak_gflops,
     print_json,
     print_table,
@@ -85,6 +86,7 @@ from benchmarks.common import (  # noqa: E402
     timed_many,
 )
 from benchmarks.references import TorchMATS, flat_names, flops_estimate  # noqa: E402
+from mats_jax.config import targets_per_row  # noqa: E402
 
 CONFIG = ROOT / "configs" / "mats_llama.py"
 DATA_ROOT = ROOT.parent / "shared" / "data"
@@ -122,15 +124,18 @@ def clap_rows(texts, dim: int) -> np.ndarray:
     ).astype(np.float32)
 
 
-def choose_rows(records, length_fn, row_length: int, max_per_row: int, batch: int) -> int:
-    """The rows per packed step whose first-fit batches (over `records`, the stream's start)
-    hold on average the nearest to `batch` examples."""
+def choose_rows(
+    records, length_fn, targets_fn, row_length: int, max_per_row: int, max_targets: int, batch: int
+) -> int:
+    """The rows per packed step whose first-fit batches (over `records`, the stream's start,
+    packed under the trainer's bounds) hold on average the nearest to `batch` examples."""
     from mats_jax.data.packing import Example, FirstFit
 
-    examples = [Example(i, length_fn(r)) for i, r in enumerate(records)]
+    examples = [Example(i, length_fn(r), targets_fn(r)) for i, r in enumerate(records)]
     best = None
     for rows in range(1, 4 * batch + 1):
-        packer, carry, stream = FirstFit(rows, row_length, max_per_row), [], iter(examples)
+        packer = FirstFit(rows, row_length, max_per_row, max_targets_per_row=max_targets)
+        carry, stream = [], iter(examples)
         counts = []  # examples of each of the first 8 batches
         while len(counts) < 8:
             packed = packer.pack(carry, stream)
@@ -220,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args)
     t, data = config.train, config.data
     batch_size, row_length, per_row = args.batch, data.packed_length, data.max_per_row
+    targets_bound = targets_per_row(data)
     steps_needed = 1 + args.warmup + args.runs
     peak = matmul_peak_gflops()
     peak_ours = peak["jax"]
@@ -247,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     def example(record):
         return builder.example(record.instruction, record.tag, record.answer)
 
+    def example_length(record) -> int:
+        return builder.example_length(example(record))
+
+    def example_targets(record) -> int:
+        return builder.example_targets(example(record))
+
     def example_flops(tail: int) -> float:
         return flops_estimate(llm_config, mapper_config, 1, fixed + tail, tail)["step"]
 
@@ -266,9 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         del stream
         rows = args.rows or choose_rows(
             [r for b in unpacked_records for r in b],
-            lambda r: builder.example_length(example(r)),
+            example_length,
+            example_targets,
             row_length,
             per_row,
+            targets_bound,
             batch_size,
         )
         unpacked_records = unpacked_records[:steps_needed]
@@ -277,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
             rows=rows,
             row_length=row_length,
             max_per_row=per_row,
-            length_fn=lambda r: builder.example_length(example(r)),
+            length_fn=example_length,
+            max_targets_per_row=targets_bound,
+            targets_fn=example_targets,
             **common,
         )
         packed_records = [next(packed_iterator)[0] for _ in range(steps_needed)]
@@ -291,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             [[example(r) for r in row] for row in row_records],
             row_length=row_length,
             max_per_row=per_row,
+            max_targets_per_row=targets_bound,
         )
         clap = np.zeros((rows, per_row, config.clap.dim), np.float32)
         for i, row in enumerate(row_records):
@@ -431,8 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     print_table(
         f"MATS training throughput on real tokens ({device}): SmolLM2-135M f32 + mapper dim "
         f"{m.dim} x {m.num_layers} layers, prefix {m.prefix_length} + LoRA r={config.lora.rank}; "
-        f"packed {rows} x {row_length} (<= {per_row} per row), unpacked {batch_size} x tail "
-        f"{data.tail_length}, PyTorch {batch_size} x longest; medians of {args.runs} steps "
+        f"packed {rows} x {row_length} (<= {per_row} examples, {targets_bound} targets per row), "
+        f"unpacked {batch_size} x tail {data.tail_length}, PyTorch {batch_size} x longest; "
+        f"medians of {args.runs} steps "
         f"(matmul peak: JAX {peak['jax']:.0f}, torch {peak['torch']:.0f} GFLOP/s)",
         rows_out,
     )
@@ -459,7 +477,6 @@ def main(argv: list[str] | None = None) -> int:
     print_json(
         "train_throughput",
         {
-            "machine": machine(),
             "device": device,
             "peak_gflops": peak,
             "setup": {
@@ -470,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rows": rows,
                 "row_length": row_length,
                 "max_per_row": per_row,
+                "max_targets_per_row": targets_bound,
                 "tail_length": data.tail_length,
                 "mapper": {
                     k: getattr(m, k)
